@@ -1,0 +1,45 @@
+"""`tito status`: one row per module: exported, in sync with its source, last test result."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from .errors import TitoError
+from .export import LIB, _export_to, read_notebook
+from .modules import all_modules
+from .testing import remembered
+
+
+def _sync_state(module, root: Path) -> tuple[str, str]:
+    with tempfile.TemporaryDirectory(prefix="tito-status-") as tmp:
+        staged = Path(tmp) / LIB
+        staged.mkdir()
+        try:
+            _export_to(read_notebook(module.source), module.source.resolve(), staged, (root / LIB).resolve())
+        except (TitoError, Exception):
+            return "no", "export fails"
+        files = [p for p in staged.rglob("*.py")]
+        if not files:
+            return "no", "-"
+        targets = [root / LIB / p.relative_to(staged) for p in files]
+        if not all(t.exists() for t in targets):
+            return "no", "no"
+        same = all(t.read_bytes() == p.read_bytes() for t, p in zip(targets, files))
+        return "yes", "yes" if same else "NO (run tito export)"
+
+
+def print_status(root: Path) -> int:
+    results = remembered(root)
+    rows = [("module", "exported", "in sync", "tests (last run)")]
+    for module in all_modules(root):
+        exported, in_sync = _sync_state(module, root)
+        last = results.get(module.id)
+        tests = "not run" if not last else (
+            f"{'pass' if last['ok'] else 'FAIL'} {last['passed']}/{last['passed'] + last['failed']} ({last['when']})")
+        rows.append((module.id, exported, in_sync, tests))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for i, row in enumerate(rows):
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+    return 0
