@@ -43,7 +43,7 @@ def cmd_export(args) -> int:
 
 def cmd_test(args) -> int:
     from .export import export_module
-    from .testing import print_result, test_module
+    from .testing import print_result, test_module, test_tooling
 
     root = repo_root()
     modules = _pick(root, args)
@@ -55,6 +55,11 @@ def cmd_test(args) -> int:
         result = test_module(module, root, args.pytest_args, args.verbose)
         print_result(result, module.tests_folder(root).is_dir())
         results.append(result)
+    if args.all:
+        tooling = test_tooling(root, args.pytest_args, args.verbose)
+        if tooling is not None:
+            print_result(tooling, True)
+            results.append(tooling)
     passed = sum(r.passed for r in results)
     failed = sum(r.failed for r in results) + sum(not r.notebook_ok for r in results)
     print(f"tests: {passed} passed, {failed} failed")

@@ -78,8 +78,7 @@ def _parse_junit(path: Path) -> tuple[int, int, int, list[str]]:
     return passed, failed, skipped, failures
 
 
-def run_pytest(module: Module, root: Path, extra: list[str], verbose: bool) -> tuple[int, int, int, list[str]]:
-    folder = module.tests_folder(root)
+def run_pytest(folder: Path, root: Path, extra: list[str], verbose: bool) -> tuple[int, int, int, list[str]]:
     if not folder.is_dir():
         return 0, 0, 0, []
     with tempfile.TemporaryDirectory(prefix="tito-test-") as tmp:
@@ -100,15 +99,30 @@ def test_module(module: Module, root: Path, pytest_args: list[str] | None = None
     result = ModuleResult(module.id)
     result.notebook_ok, result.notebook_message = run_notebook(module, root, verbose)
     result.passed, result.failed, result.skipped, result.failures = run_pytest(
-        module, root, pytest_args or [], verbose)
+        module.tests_folder(root), root, pytest_args or [], verbose)
     result.seconds = time.perf_counter() - start
     _remember(root, result)
+    return result
+
+
+def test_tooling(root: Path, pytest_args: list[str] | None = None, verbose: bool = False) -> ModuleResult | None:
+    """The course tooling's own tests (tests/tito), run by `tito test --all`."""
+    folder = root / "tests" / "tito"
+    if not folder.is_dir():
+        return None
+    start = time.perf_counter()
+    result = ModuleResult("tito (tooling)", notebook_ok=True)
+    result.passed, result.failed, result.skipped, result.failures = run_pytest(
+        folder, root, pytest_args or [], verbose)
+    result.seconds = time.perf_counter() - start
     return result
 
 
 def print_result(result: ModuleResult, has_tests: bool) -> None:
     mark = "PASS" if result.ok else "FAIL"
     notebook = "notebook ok" if result.notebook_ok else "notebook FAILED"
+    if result.module.startswith("tito"):
+        notebook = ""
     tests = (f"{result.passed} passed, {result.failed} failed" if has_tests else "no pytest suite")
     print(f"{mark}  {result.module:<18} {notebook:<16} {tests}  ({result.seconds:.1f}s)")
     if result.notebook_message:
