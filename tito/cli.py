@@ -1,7 +1,9 @@
-"""The `tito` command: export, test, status and notebook for the course modules."""
+"""The `tito` command: export, test, status and notebook for the course modules; release, grade and
+autograder for instructors."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -82,10 +84,131 @@ def cmd_notebook(args) -> int:
     return 0
 
 
-def cmd_demo(args) -> int:
-    from .demo import run_demo
+def _one_line_errors(command):
+    """Instructor commands: any unexpected failure is one line too (TITO_TRACEBACK=1 shows it)."""
+    import functools
+    import os
 
-    return run_demo(args)
+    @functools.wraps(command)
+    def run(args) -> int:
+        try:
+            return command(args)
+        except (TitoError, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            if os.environ.get("TITO_TRACEBACK"):
+                raise
+            if isinstance(exc, OSError) and exc.strerror:
+                raise TitoError(f"{exc.strerror}: {exc.filename or ''}".rstrip(": ")) from None
+            raise TitoError(f"{type(exc).__name__}: {exc}") from None
+
+    return run
+
+
+@_one_line_errors
+def cmd_release(args) -> int:
+    from .release import release
+
+    root = repo_root()
+    out = release(root, args.module, Path(args.out), force=args.force)
+    print(f"released {resolve(root, args.module).id} -> {out} (solutions stubbed, hidden tests left out)")
+    return 0
+
+
+def _graded_modules(root: Path) -> list[Module]:
+    from .graded import POINTS_FILE
+
+    return [m for m in all_modules(root) if (m.tests_folder(root) / POINTS_FILE).exists()]
+
+
+@_one_line_errors
+def cmd_grade(args) -> int:
+    import json
+    import tempfile
+
+    from . import grade
+
+    if args.jobs < 1:
+        raise TitoError(f"--jobs must be at least 1, got {args.jobs}", exit_code=2)
+    limits = {}
+    if args.timeout is not None:
+        if args.timeout <= 0:
+            raise TitoError(f"--timeout must be positive, got {args.timeout:g}", exit_code=2)
+        limits["test_timeout"] = args.timeout
+    if args.memory is not None:
+        if args.memory < 256:
+            raise TitoError(f"--memory must be at least 256 (MB), got {args.memory}", exit_code=2)
+        limits["memory_mb"] = args.memory
+    if args.self_check:
+        root = repo_root()
+        if args.all:
+            modules = _graded_modules(root)
+            if not modules:
+                print("no graded modules (none has tests/NN_name/points.toml)")
+                return 0
+        else:
+            wanted = args.module or args.submission
+            if not wanted:
+                raise TitoError("name a module to check, or pass --all", exit_code=2)
+            modules = [resolve(root, wanted)]
+        results = [grade.self_check(root, module) for module in modules]
+        print(f"self-check: {sum(results)} passed, {len(results) - sum(results)} failed")
+        return 0 if all(results) else 1
+    if args.submission and not (args.list or Path(args.submission).exists()):
+        raise TitoError(f"{args.submission} does not exist", exit_code=2)
+    if args.submission and not args.list and not args.kit and args.module and Path(args.submission).is_dir():
+        folder = Path(args.submission)
+        name = resolve(repo_root(), args.module).name
+        if not grade.is_single_submission(folder, name) and not grade.submissions_in(folder):
+            raise TitoError(f"{folder} holds no submissions (.py or .ipynb files, or one folder per student)")
+    with tempfile.TemporaryDirectory(prefix="tito-kit-") as tmp:
+        if args.kit:
+            kit = grade.Kit.load(Path(args.kit))
+        else:
+            root = repo_root()
+            wanted = args.module or (args.submission if args.list else None)
+            if not wanted:
+                raise TitoError("which module? pass --module, e.g. --module 18_compression", exit_code=2)
+            kit = grade.build_kit(root, resolve(root, wanted), Path(tmp) / "kit")
+        if args.list:
+            grade.print_listing(kit)
+            return 0
+        if not args.submission:
+            raise TitoError("name a submission: a student's .py/.ipynb, their folder, or a folder of submissions",
+                            exit_code=2)
+        submission = Path(args.submission)
+        if not submission.exists():
+            raise TitoError(f"{submission} does not exist", exit_code=2)
+        # With --kit (the autograder) a folder is one student's upload; otherwise a folder holding
+        # the module's notebook is one student's, and any other folder is a batch.
+        batch = submission.is_dir() and not args.kit and not grade.is_single_submission(
+            submission, kit.manifest["module_name"])
+        if batch:
+            out = Path(args.out or f"grades-{kit.module}")
+            results = grade.grade_batch(kit, submission, out, args.jobs, limits, landlock=not args.no_landlock)
+        else:
+            results = grade.grade_submission(kit, submission, limits=limits, landlock=not args.no_landlock,
+                                             keep=args.keep)
+            grade.print_results(results)
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=1), encoding="utf-8")
+    return 0
+
+
+@_one_line_errors
+def cmd_autograder(args) -> int:
+    from .autograder import build_bundle
+
+    root = repo_root()
+    out = build_bundle(root, args.module, Path(args.out), force=args.force)
+    print(f"wrote {out} (upload it as the Gradescope autograder)")
+    return 0
+
+
+def cmd_compress(args) -> int:
+    from .compress import run_compress
+
+    return run_compress(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,12 +235,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace a notebook that is newer than the .py")
     p.set_defaults(func=cmd_notebook)
 
-    p = sub.add_parser("demo", help="train a digits model, compress it and print the report")
-    p.set_defaults(func=cmd_demo)
+    p = sub.add_parser("release", help="instructors: a student copy of the course without a module's solutions")
+    p.add_argument("module", help="the module whose solutions are removed, e.g. 18_compression")
+    p.add_argument("--out", required=True, metavar="DIR", help="where to write the student copy")
+    p.add_argument("--force", action="store_true", help="replace DIR if it exists")
+    p.set_defaults(func=cmd_release)
+
+    p = sub.add_parser("grade", help="instructors: grade submissions against the visible and hidden tests")
+    p.add_argument("submission", nargs="?",
+                   help="a student's .py or .ipynb, a student's folder, or a folder of submissions "
+                        "(with --list or --self-check: the module)")
+    p.add_argument("-m", "--module", help="the module to grade, e.g. 18_compression")
+    p.add_argument("--json", metavar="FILE", help="also write the results (Gradescope's results.json format)")
+    p.add_argument("--out", metavar="DIR", help="batch: folder for gradebook.csv and results/ (default grades-MODULE)")
+    p.add_argument("-j", "--jobs", type=int, default=1, help="batch: submissions graded in parallel")
+    p.add_argument("--timeout", type=float, help="seconds of wall clock per test (default from points.toml)")
+    p.add_argument("--memory", type=int, help="memory limit in MB (default from points.toml)")
+    p.add_argument("--list", action="store_true", help="show the module's tasks, points and graded tests")
+    p.add_argument("--self-check", action="store_true",
+                   help="check that the released stub scores 0 and the solution full marks")
+    p.add_argument("--all", action="store_true", help="with --self-check: every graded module")
+    p.add_argument("--kit", help=argparse.SUPPRESS)
+    p.add_argument("--keep", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--no-landlock", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_grade)
+
+    p = sub.add_parser("autograder", help="instructors: build a Gradescope autograder bundle")
+    p.add_argument("module", help="e.g. 18_compression")
+    p.add_argument("--out", required=True, metavar="ZIP", help="e.g. autograder.zip")
+    p.add_argument("--force", action="store_true", help="replace ZIP if it exists")
+    p.set_defaults(func=cmd_autograder)
+
+    p = sub.add_parser("compress", help="train a digits model, prune and quantize it, print the report")
+    p.add_argument("--model", choices=["mlp", "cnn"], default="mlp", help="reference digits model (default mlp)")
+    p.add_argument("--sparsity", type=float, default=0.95, help="fraction of weights pruned (default 0.95)")
+    p.add_argument("--bits", type=int, default=8, help="bits per surviving weight (default 8)")
+    p.add_argument("--steps", type=int, default=10, help="pruning steps of the cubic schedule (default 10)")
+    p.add_argument("--epochs-per-step", type=int, default=2, help="fine-tuning epochs after each step (default 2)")
+    p.add_argument("--seed", type=int, default=0, help="seed for initialisation and shuffling (default 0)")
+    p.add_argument("--out", type=Path, help="also keep the compressed file here")
+    p.set_defaults(func=cmd_compress)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Course models are small: one BLAS thread is as fast, and steadier on shared cores.
+    # Set before anything imports NumPy.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

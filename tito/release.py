@@ -1,0 +1,118 @@
+"""`tito release MODULE --out DIR`: the course as a student gets it, without MODULE's solutions.
+
+Every module's source is copied with its hidden-test regions removed; the chosen module's
+solution regions become `raise NotImplementedError("Task <id>: ...")` stubs (nbgrader's
+ClearSolutions semantics, same markers, so the source still works with nbgrader). Hidden test
+files (`tests/*/test_hidden_*.py`) are left out. `tinytorch/` is exported from the released
+sources, so the student's package never contained the solution.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+from .errors import TitoError
+from .graded import is_hidden_test, load_points, release_source, solution_tasks
+from .modules import Module, all_modules, resolve
+
+_SKIP = shutil.ignore_patterns("__pycache__", "*.pyc", "*.ipynb", ".ipynb_checkpoints", ".pytest_cache",
+                               ".hypothesis")
+
+STUDENT_README = """# {course}: student copy ({module})
+
+This is your copy of the course. Module **{module}** is yours to complete: its exercises raise
+`NotImplementedError("Task <id>: ...")` until you replace each stub with your code.
+
+## Work on it
+
+```bash
+pip install -e ".[test]"
+tito test {module}
+```
+
+The first command installs the course (once); the second exports your code into `tinytorch/`
+and runs the module's tests. `tito notebook {module}` writes a paired `.ipynb` if you prefer
+Jupyter.
+
+Edit `modules/{module}/{name}_dev.py` (or the notebook `tito notebook` writes; `tito export`
+carries notebook edits back into the `.py`). `tito test {module}` tells you which tasks are
+not implemented yet and which tests fail.
+
+## Tasks
+
+{tasks}
+
+Your grade also counts hidden tests that are not in this copy, so make your code correct in
+general, not just for the visible tests.
+
+## Hand in
+
+Submit `modules/{module}/{name}_dev.py` (or `{name}_dev.ipynb`).
+"""
+
+
+def _task_table(module: Module, root: Path) -> str:
+    points = load_points(module.tests_folder(root))
+    tasks = solution_tasks(module.source)
+    if not tasks:
+        return "(this module has no graded tasks)"
+    lines = ["| task | points |", "| --- | --- |"]
+    for task in tasks:
+        value = points.tasks.get(task) if points else None
+        lines.append(f"| `{task}` | {value:g} |" if value is not None else f"| `{task}` | - |")
+    if points:
+        lines.append(f"| **total** | **{points.total:g}** |")
+    return "\n".join(lines)
+
+
+def release(root: Path, wanted: str, out: Path, force: bool = False) -> Path:
+    from .export import export_module
+
+    module = resolve(root, wanted)
+    out = out.resolve()
+    if out == root.resolve() or root.resolve() in out.parents and out.name in ("modules", "tests", "tito", "tinytorch"):
+        raise TitoError(f"refusing to release into {out}: choose a folder outside the course's own folders")
+    if out.exists():
+        if not force:
+            raise TitoError(f"{out} already exists; pass --force to replace it")
+        if not out.is_dir():
+            raise TitoError(f"{out} exists and is not a folder")
+        if (out / ".git").exists():
+            raise TitoError(f"{out} is a git repository; refusing to replace it")
+        shutil.rmtree(out)
+    tasks = solution_tasks(module.source)
+    if not tasks:
+        raise TitoError(f"{module.source} has no solution cells (nbgrader metadata with \"solution\": true)")
+    staging = out.with_name(out.name + ".tito-partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        for other in all_modules(root):
+            target = staging / "modules" / other.folder.name
+            shutil.copytree(other.folder, target, ignore=_SKIP)
+            text = release_source(other.source, stub=other == module)
+            (target / other.source.name).write_text(text, encoding="utf-8")
+        tests = root / "tests"
+        if tests.is_dir():
+            for folder in sorted(p for p in tests.iterdir() if p.is_dir()):
+                if folder.name == "tito" or folder.name.startswith((".", "__")):
+                    continue  # the CLI's own tests are the instructors' business
+                shutil.copytree(folder, staging / "tests" / folder.name, ignore=_SKIP)
+                for hidden in [p for p in (staging / "tests" / folder.name).rglob("*.py") if is_hidden_test(p)]:
+                    hidden.unlink()
+        shutil.copytree(Path(__file__).resolve().parent, staging / "tito", ignore=_SKIP)
+        for name in ("pyproject.toml", "LICENSE", ".gitignore"):
+            if (root / name).is_file():
+                shutil.copyfile(root / name, staging / name)
+        match = re.search(r'^name\s*=\s*"([^"]+)"', (root / "pyproject.toml").read_text(encoding="utf-8"), re.M)
+        course = match.group(1) if match else "tinytorch"
+        (staging / "README.md").write_text(STUDENT_README.format(
+            course=course, module=module.id, name=module.name, tasks=_task_table(module, root)), encoding="utf-8")
+        for other in all_modules(staging):
+            export_module(other, staging, quiet=True)
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out
