@@ -22,7 +22,7 @@ def test_compress_writes_a_loadable_file_and_reports_its_real_size(tmp_path):
     out = tmp_path / "mlp.ttc"
     proc = tito("compress", "--sparsity", "0.5", "--steps", "1", "--epochs-per-step", "1", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
-    row = next(l for l in proc.stdout.splitlines() if l.startswith("pruned + INT8"))
+    row = next(l for l in proc.stdout.splitlines() if l.startswith("pruned + 4-bit values"))
     reported = int(re.search(r"([\d,]+)\s+[\d.]+x", row).group(1).replace(",", ""))
     assert reported == out.stat().st_size
     dense = next(l for l in proc.stdout.splitlines() if l.startswith("dense FP32"))
