@@ -424,7 +424,7 @@ def _run_child(sandbox: Path, kit: Kit, nodeids: list[str], limits: dict, deadli
                         remaining.discard(current)
                     current, current_since, progress = event[1], time.monotonic(), True
                 elif kind == "end" and event[1] in remaining and current in (None, event[1]):
-                    outcome[event[1]] = (event[2] == "1", event[3])
+                    outcome[event[1]] = (event[2] == "1", event[3], event[2] == "s")
                     remaining.discard(event[1])
                     current, progress = None, True
                 elif kind == "done":
@@ -540,7 +540,7 @@ def grade_submission(kit: Kit, submission: Path, student: str | None = None, lim
     limits = {**DEFAULT_LIMITS, **kit.manifest.get("limits", {}), **(limits or {})}
     manifest = kit.manifest
     student = student or submission.stem
-    outcome: dict[str, tuple[bool, str]] = {}
+    outcome: dict[str, tuple] = {}  # nodeid -> (passed, message[, skipped])
     flags: list[str] = []
     info: dict = {}
     fatal = ""
@@ -591,11 +591,13 @@ def _not_run_reason(nodeid: str, collect_errors: dict) -> str:
 
 
 def _results(manifest: dict, outcome: dict, flags: list, fatal: str, collect_errors: dict) -> dict:
-    tests = []
+    tests, skipped = [], []  # a skipped test earns nothing; it is only reported apart from failures
     earned = {task: 0 for task in manifest["tasks"]}
     counts = {task: 0 for task in manifest["tasks"]}
     for number, test in enumerate(manifest["tests"], 1):
-        passed, message = outcome.get(test["nodeid"], (False, fatal or _not_run_reason(test["nodeid"], collect_errors)))
+        passed, message, *rest = outcome.get(test["nodeid"], (False, fatal or _not_run_reason(test["nodeid"], collect_errors)))
+        if rest and rest[0]:
+            skipped.append(f"{test['task']}: {test['nodeid'].split('/')[-1]}")
         counts[test["task"]] += 1
         earned[test["task"]] += bool(passed)
         tests.append({
@@ -623,7 +625,8 @@ def _results(manifest: dict, outcome: dict, flags: list, fatal: str, collect_err
         "visibility": "visible",
         "stdout_visibility": "hidden",
         "tests": tests,
-        "extra_data": {"module": manifest["module"], "tasks": task_scores, "flags": flags, "problem": fatal},
+        "extra_data": {"module": manifest["module"], "tasks": task_scores, "flags": flags, "problem": fatal,
+                       "skipped": skipped},
     }
 
 
@@ -636,9 +639,10 @@ def print_results(results: dict, show_hidden: bool = True) -> None:
     print(f"{extra.get('student', '')}  {extra.get('submission', '')}  ({results['execution_time']:.1f}s,"
           f" sandbox: {extra.get('sandbox') or 'not started'})")
     width = max([len(t["name"]) for t in results["tests"]] + [10])
+    skipped = set(extra.get("skipped", []))
     for test in results["tests"]:
         hidden = " (hidden)" if test["visibility"] != "visible" else ""
-        mark = "ok  " if test["status"] == "passed" else "FAIL"
+        mark = "ok  " if test["status"] == "passed" else ("skip" if test["name"] in skipped else "FAIL")
         print(f"  {mark} {test['name']:<{width}} {test['score']:>6.3g} / {test['max_score']:<6.3g}{hidden}")
         if test["status"] != "passed":
             first = (test["output"] or "").strip().splitlines()[:1]
@@ -745,8 +749,13 @@ def self_check(root: Path, module, quiet: bool = False) -> bool:
             solution, stubbed = solution_job.result(), stub_job.result()
     ok = True
     problems = []
+    skipped = set(solution["extra_data"].get("skipped", []))
     for test in solution["tests"]:
-        if test["status"] != "passed":
+        if test["name"] in skipped:
+            # unchecked, and it would give every submission 0 here: still a failure, named for what it is
+            problems.append(f"skipped on the solution, so unchecked (and worth 0 to every submission here), "
+                            f"{test['name']}: {test['output'][:200]}; install the course's test requirements")
+        elif test["status"] != "passed":
             problems.append(f"solution fails {test['name']}: {test['output'][:200]}")
     for test in stubbed["tests"]:
         if test["status"] == "passed":

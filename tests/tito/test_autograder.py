@@ -41,6 +41,17 @@ def test_setup_script_is_valid_bash(bundle, tmp_path):
     assert "numpy" in requirements and "pytest" in requirements and "nbdev" in requirements
 
 
+def test_shipped_grader_needs_no_private_pytest_module(bundle):
+    # requirements.txt leaves pytest unpinned, and pytest moves its private modules between
+    # releases (9.2 removed _pytest.python_api): the grader may only reach pytest by its public names
+    import re
+
+    with zipfile.ZipFile(bundle) as z:
+        for name in ("kit/grade_child.py", "tito/grade.py", "tito/grade_child.py"):
+            source = z.read(name).decode()
+            assert not re.search(r"^\s*(from|import)\s+_pytest\b|import_module\(\s*['\"]_pytest", source, re.M), name
+
+
 @pytest.mark.parametrize("submission, score", [("solution", 5), ("partial.py", 2), ("empty", 0)])
 def test_run_autograder_locally(bundle, course, tmp_path, submission, score):
     root = tmp_path / "autograder"

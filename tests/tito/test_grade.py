@@ -59,6 +59,9 @@ def cli(course, tmp_path_factory):
 
     base = tmp_path_factory.mktemp("cli")
     trivial = '\n\n@pytest.mark.task("sparsity")\ndef test_trivial():\n    assert True\n'
+    # a test whose oracle is not installed: it skips on the solution and on the stub alike
+    skipping = ('\n\n@pytest.mark.task("sparsity")\ndef test_needs_oracle():\n'
+                '    pytest.importorskip("tito_no_such_oracle")\n    assert sparsity(np.zeros(2)) == 1.0\n')
     misspelt = lambda text: text.replace('@pytest.mark.task("sparsity")', '@pytest.mark.tsak("sparsity")')  # noqa: E731
     outside = base / "outside"
     outside.mkdir()
@@ -74,6 +77,8 @@ def cli(course, tmp_path_factory):
         "self_check": (course, ["grade", "--self-check", "02_prune"]),
         "self_check_trivial": (_modified_course(course, base / "trivial", test_edit=lambda t: t + trivial),
                                ["grade", "--self-check", "--all"]),
+        "self_check_skip": (_modified_course(course, base / "skip", test_edit=lambda t: t + skipping),
+                            ["grade", "--self-check", "02"]),
         "unknown_task": (_modified_course(course, base / "unknown", points=POINTS_WITHOUT_PRUNE), ["grade", "--list", "02"]),
         "task_without_test": (_modified_course(course, base / "extra", points=POINTS_WITH_EXTRA), ["grade", "--list", "02"]),
         "misspelt_marker": (_modified_course(course, base / "misspelt", test_edit=misspelt), ["grade", "--list", "02"]),
@@ -189,7 +194,8 @@ def test_attacks_are_reported_as_notes(batch):
     assert "numpy.testing.assert_array_equal was replaced" in flags
     assert "a pytest plugin was registered" in flags
     refused = " ".join(t["output"] for t in _results(batch, "introspection")["tests"])
-    for event in ("sys._getframe", "gc.get_objects", "ctypes", "tb_frame", "gi_frame"):
+    for event in ("sys._getframe", "gc.get_objects", "ctypes", "tb_frame", "gi_frame",
+                  "magnitude_mask() gave the test a numpy array with a weak-reference callback attached"):
         assert event in refused
     flags = " ".join(_results(batch, "writes_outside")["extra_data"]["flags"])
     for refused in ("os.system", "subprocess.Popen", "os.kill", "os.remove"):
@@ -253,6 +259,39 @@ def test_self_check_catches_a_test_the_stub_passes(cli):
     proc = _cli(cli, "self_check_trivial")
     assert proc.returncode == 1
     assert "the released stub passes sparsity: test_prune.py::test_trivial" in proc.stdout
+
+
+def test_self_check_names_a_skipped_test_as_skipped(cli):
+    proc = _cli(cli, "self_check_skip")
+    assert proc.returncode == 1  # unchecked, and worth 0 to every submission: not a pass
+    assert "skipped on the solution, so unchecked" in proc.stdout
+    assert "test_prune.py::test_needs_oracle" in proc.stdout and "tito_no_such_oracle" in proc.stdout
+    assert "solution fails" not in proc.stdout and "stub passes" not in proc.stdout
+
+
+def test_only_weak_references_that_run_code_are_refused():
+    import weakref
+
+    import numpy as np
+
+    from tito.grade_child import _weakref_problem
+
+    array = np.zeros(3)
+    plain = weakref.ref(array)  # what hypothesis keeps for each drawn value
+    assert _weakref_problem(array, "an array") is None
+
+    class Quiet(weakref.ref):
+        __callback__ = None  # hides the callback from a plain attribute lookup
+
+    for attach in (lambda: weakref.finalize(array, print, "late"), lambda: Quiet(array, print),
+                   lambda: weakref.proxy(array)):
+        extra = attach()
+        assert _weakref_problem(array, "an array").startswith("an array with a weak-reference")
+        if isinstance(extra, weakref.finalize):
+            extra.detach()
+        del extra
+        assert _weakref_problem(array, "an array") is None
+    assert _weakref_problem(3, "an int") is None and plain() is array
 
 
 @pytest.mark.parametrize("run, message", [
