@@ -211,6 +211,12 @@ def cmd_compress(args) -> int:
     return run_compress(args)
 
 
+def cmd_bench(args) -> int:
+    from .bench import run_bench
+
+    return run_bench(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="tito", description="The tinytorch course command line.")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
@@ -278,6 +284,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed for initialisation and shuffling (default 0)")
     p.add_argument("--out", type=Path, help="also keep the compressed file here")
     p.set_defaults(func=cmd_compress)
+
+    p = sub.add_parser("bench", help="run a module's benchmark suite; writes a markdown report and PNG plots")
+    p.add_argument("module", help="e.g. 18_compression")
+    p.add_argument("--quick", action="store_true", help="a short run (about a minute) instead of the full one")
+    p.add_argument("--out", metavar="DIR", help="report folder (default bench_results/scratch/MODULE-MODE, git-ignored)")
+    p.add_argument("--no-torch", action="store_true", help="leave PyTorch out of the comparison even if installed")
+    p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # tito's own tests: seconds, not minutes
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

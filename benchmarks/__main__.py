@@ -1,0 +1,59 @@
+"""`python -m benchmarks 18_compression --mode quick --out DIR`: run a suite, write its report.
+
+`tito bench` calls this in a fresh process so that the thread settings take effect before NumPy
+loads; run directly, set OPENBLAS_NUM_THREADS=1 yourself.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SUITES = ("18_compression",)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    parser.add_argument("suite", choices=SUITES)
+    parser.add_argument("--mode", choices=("full", "quick", "tiny"), default="full")
+    parser.add_argument("--out", type=Path, required=True, help="folder for report.md, the PNGs and results.json")
+    parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out even if it is installed")
+    parser.add_argument("--command", help=argparse.SUPPRESS)  # how the report says to reproduce the run
+    args = parser.parse_args(argv)
+
+    from . import compression, report
+    from .timing import commit, format_seconds, machine
+
+    def log(message: str) -> None:
+        print(message, flush=True)
+
+    cfg = compression.CONFIGS[args.mode]
+    if args.no_torch:
+        cfg = cfg.with_(torch=False)
+    start = time.perf_counter()
+    load_start = os.getloadavg()[0]  # other jobs on the machine: context for the timings
+    # The code as it was when the suite started (the student-loop table re-exports the module).
+    prune = ROOT / "tinytorch" / "compression" / "prune.py"
+    command = args.command or f"python -m benchmarks {args.suite} --mode {args.mode} --out {args.out}"
+    meta = {"module": args.suite, "mode": args.mode, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "machine": machine(), "commit": commit(ROOT), "command": command,
+            "prune_sha": hashlib.sha256(prune.read_bytes()).hexdigest()[:12]}
+    log(f"benchmarks {args.suite}: {args.mode} mode, writing to {args.out}")
+    result = compression.run(cfg, ROOT, log)
+    meta["seconds"] = time.perf_counter() - start
+    meta["load"] = {"start": load_start, "end": os.getloadavg()[0]}
+    written = report.write(result, meta, args.out, root=ROOT)
+    log("")
+    for title, target in report.all_targets(result["tables"]):
+        log(f"  {target['status']:>12}  {target['target']}: {target['measured']}")
+    log(f"\n{args.mode} run took {format_seconds(meta['seconds'])}; report: {written['report.md']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
