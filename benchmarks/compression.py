@@ -5,9 +5,10 @@
 3. `compression_sizes`     bytes on disk and accuracy of every storage format
 4. `inference_speed`       dense, masked, structured, CSR at batch 1 and 64, measured vs ideal
 5. `student_loop`          how long `tito export 18_compression` and `tito test 18_compression` take
+6. `methods_compared`      pruning, low rank, distillation and all together: bytes, FLOPs, latency, accuracy
 
 Each returns a table dict (`key`, `title`, `columns`, `rows`, `notes`, `targets`, `data`, `seconds`)
-that `report.py` renders. Only the public API of `tinytorch.compression.prune` is used.
+that `report.py` renders. Only the public API of `tinytorch.compression` (prune, lowrank, distill) is used.
 """
 from __future__ import annotations
 
@@ -26,11 +27,13 @@ import numpy as np
 
 from tinytorch.compression.prune import (SparseLinear, compress, iterative_prune, load, magnitude_prune,
                                          measure_sparsity, save_dense, structured_prune, to_sparse)
-from tinytorch.compression.prune import benchmark_inference
+from tinytorch.compression.prune import benchmark_inference, polynomial_schedule
+from tinytorch.compression.distill import distill
+from tinytorch.compression.lowrank import choose_ranks, count_flops, factorize_model
 from tinytorch.core.activations import ReLU
 from tinytorch.core.layers import Linear, Sequential
 from tinytorch.core.losses import CrossEntropyLoss
-from tinytorch.core.models import digits_cnn, digits_mlp, train_digits_model
+from tinytorch.core.models import CosineLR, digits_cnn, digits_mlp, train_digits_model
 from tinytorch.core.optimizers import Adam
 from tinytorch.core.spatial import Conv2d
 from tinytorch.core.tensor import Tensor, manual_seed
@@ -48,6 +51,10 @@ STRUCTURED_MIN_EFFICIENCY = 0.9  # structured 50%: measured speedup within 10% o
 
 FINETUNE_LR = 3e-3               # Adam learning rate of every fine-tuning run (the notebook's FINETUNE_LR)
 METHODS = ("one-shot", "one-shot + fine-tuning", "iterative (cubic)")
+# Table 6 follows the recipes of the notebook's Sections 11-13 (compression_dev.py).
+KD_T, KD_ALPHA = 2.0, 0.5        # distillation temperature and weight of the soft term (KD_T, KD_ALPHA)
+STUDENT_LR = 1e-2                # Adam learning rate of the students, cosine-decayed
+METHODS_SPARSITY = 0.95          # the pruned teacher: table 2's iterative model at this sparsity
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,15 @@ class Config:
     # 5. student loop
     export_repeats: int = 5
     test_repeats: int = 3
+    # 6. compression methods compared (the notebook's LOWRANK_*, KD_* and KD_PRUNE_* recipes)
+    lowrank_energy: float = 0.7
+    lowrank_epochs: int = 10                 # fine-tuning after factorizing (Adam FINETUNE_LR, cosine)
+    student_hidden: int = 32                 # student 64 -> hidden -> 10
+    student_epochs: int = 20
+    combo_sparsity: float = 0.7              # the distilled student pruned to this, then INT8
+    combo_steps: int = 5                     # pruning steps (cubic schedule) ...
+    combo_epochs_per_step: int = 2           # ... each followed by this many distillation epochs
+    methods_batches: tuple = (1, 360)        # 1 digit and the whole test set
     # PyTorch: used when installed, unless switched off
     torch: bool = True
 
@@ -99,7 +115,8 @@ TINY = FULL.with_(
     sparsities=(0.0, 0.9, 0.95), seeds=(0,), dense_epochs=1, finetune_epochs=1, iterative_steps=1,
     search_bits=(8,), search_per_channel=(False,), search_bias_bits=(32,),
     wide_sizes=(64, 128, 128, 10), speed_rounds=2, speed_min_time=0.0005,
-    export_repeats=0, test_repeats=0, torch=False)
+    export_repeats=0, test_repeats=0, torch=False,
+    lowrank_epochs=1, student_epochs=1, combo_steps=1, combo_epochs_per_step=1)
 CONFIGS = {"full": FULL, "quick": QUICK, "tiny": TINY}
 
 
@@ -694,11 +711,146 @@ def student_loop(cfg: Config, root: Path, log=print) -> dict:
 
 
 # --------------------------------------------------------------------------------------------
+# 6. Compression methods compared
+# --------------------------------------------------------------------------------------------
+
+def _student(seed: int, hidden: int) -> Sequential:
+    "The notebook's student (`make_student`): 64 -> hidden -> 10."
+    rng = np.random.default_rng(seed)
+    return Sequential(Linear(64, hidden, rng=rng), ReLU(), Linear(hidden, 10, rng=rng))
+
+
+def methods_compared(cfg: Config, models: dict, log=print) -> dict:
+    """The notebook's Section 13 table: the digits MLP of table 2 as the teacher, pruned, factorized, distilled
+    into a small student, and distilled + pruned + INT8. Every row is a file, loaded back and measured."""
+    seed = cfg.seeds[0]
+    if ("mlp", seed, "dense", 0.0) not in models:
+        raise ValueError(f"methods_compared needs table 2's MLP (models must include 'mlp'), got {cfg.models}")
+    teacher = models["mlp", seed, "dense", 0.0]
+    _, test = _loaders("mlp", seed)
+    x_test = np.concatenate([x.data for x, _ in test])
+    start = time.perf_counter()
+
+    pruned = models.get(("mlp", seed, METHODS[2], METHODS_SPARSITY))
+    if pruned is None:   # table 2 skipped 95%: the same iterative recipe
+        pruned = copy.deepcopy(teacher)
+        iterative_prune(pruned, _loaders("mlp", seed)[0], METHODS_SPARSITY, steps=cfg.iterative_steps,
+                        epochs_per_step=cfg.finetune_epochs // cfg.iterative_steps, lr=FINETUNE_LR, progress=False)
+
+    # Low rank (Section 11): per-layer ranks keeping the energy, then fine-tuning with a cosine-decayed rate.
+    ranks = choose_ranks(teacher, cfg.lowrank_energy)
+    lowrank = factorize_model(teacher, ranks)
+    optimizer = Adam(lowrank.parameters(), lr=FINETUNE_LR)
+    fit(lowrank, digits_loaders(batch_size=64, seed=1)[0], CrossEntropyLoss(), optimizer, epochs=cfg.lowrank_epochs,
+        progress=False, callbacks=[CosineLR(optimizer, cfg.lowrank_epochs)])
+
+    # Students (Section 12): same initial weights and batch order; alpha = 0 is plain training on the labels.
+    students = {}
+    for label, alpha in (("labels", 0.0), ("distilled", KD_ALPHA)):
+        student = _student(seed, cfg.student_hidden)
+        optimizer = Adam(student.parameters(), lr=STUDENT_LR)
+        distill(student, teacher, digits_loaders(batch_size=64, seed=seed)[0], epochs=cfg.student_epochs,
+                T=KD_T, alpha=alpha, optimizer=optimizer, progress=False,
+                callbacks=[CosineLR(optimizer, cfg.student_epochs)])
+        students[label] = student
+
+    # All together (Section 13): prune the distilled student step by step, distilling after each step.
+    combined = copy.deepcopy(students["distilled"])
+    optimizer = Adam(combined.parameters(), lr=FINETUNE_LR)
+    for target in polynomial_schedule(0.0, cfg.combo_sparsity, cfg.combo_steps):
+        magnitude_prune(combined, float(target))
+        distill(combined, teacher, digits_loaders(batch_size=64, seed=1)[0], epochs=cfg.combo_epochs_per_step,
+                T=KD_T, alpha=KD_ALPHA, optimizer=optimizer, progress=False)
+    trained = time.perf_counter() - start
+    log(f"  low rank {ranks}, 2 students and the combination trained in {format_seconds(trained)}")
+
+    fp32, delta32, delta8 = dict(bits=32, index="dense"), dict(bits=32, index="delta"), dict(bits=8, index="delta")
+    hidden, s_low, s_combo = cfg.student_hidden, f"{cfg.lowrank_energy:.0%}", f"{cfg.combo_sparsity:.0%}"
+    candidates = [
+        ("teacher: dense MLP, FP32", teacher, None),
+        (f"pruned {METHODS_SPARSITY:.0%} (iterative), FP32", pruned, delta32),
+        (f"pruned {METHODS_SPARSITY:.0%} (iterative), INT8", pruned, delta8),
+        (f"low rank (energy {s_low}), fine-tuned, FP32", lowrank, None),
+        (f"student 64-{hidden}-10, labels only, FP32", students["labels"], None),
+        (f"student 64-{hidden}-10, distilled (T={KD_T:g}, alpha={KD_ALPHA:g}), FP32", students["distilled"], None),
+        (f"distilled -> pruned {s_combo} -> INT8", combined, delta8),
+    ]
+    entries = {}
+    with tempfile.TemporaryDirectory(prefix="bench-methods-") as tmp:
+        for i, (label, model, storage) in enumerate(candidates):
+            path = Path(tmp) / f"{i}.ttc"
+            size = save_dense(model, path) if storage is None else compress(model, None, **storage).save(path)
+            if size != path.stat().st_size:
+                raise AssertionError(f"{label}: save returned {size} bytes, the file has {path.stat().st_size}")
+            runnable = load(path).decompress()   # NumPy has no INT8 matmul: what runs is float32
+            entries[label] = {"bytes": size, "flops": count_flops(runnable, (64,)),
+                              "nonzero_flops": count_flops(runnable, (64,), nonzero=True),
+                              "parameters": sum(p.size for p in runnable.parameters()),
+                              "sparsity": measure_sparsity(runnable),
+                              "accuracy": evaluate(runnable, test), "model": runnable}
+
+    labels = list(entries)
+    for batch in cfg.methods_batches:
+        x = Tensor(x_test[:batch])
+        measures = {}
+        for label in labels:
+            model = entries[label]["model"]
+            calls = benchmark_inference(model, x, warmup=2, repeats=1, min_time=cfg.speed_min_time)["number"]
+            measures[label] = (lambda m=model, n=calls, x=x: benchmark_inference(m, x, warmup=0, repeats=1,
+                                                                                  number=n)["median"])
+        samples = interleaved(measures, rounds=cfg.speed_rounds, warmup=1)
+        for label in labels:
+            entries[label][f"batch {batch}"] = {**summary(samples[label]),
+                                                "speedup": paired_ratio(samples[labels[0]], samples[label])}
+        log(f"  batch {batch}: teacher {format_seconds(entries[labels[0]][f'batch {batch}']['median'])}")
+
+    base = entries[labels[0]]
+    rows = []
+    for label in labels:
+        e = entries[label]
+        flops = f"{e['flops']:,}" + (f" ({e['nonzero_flops']:,})" if e["nonzero_flops"] != e["flops"] else "")
+        row = [label, f"{e['bytes']:,}", f"{base['bytes'] / e['bytes']:.1f}x", flops]
+        for batch in cfg.methods_batches:
+            timing = e[f"batch {batch}"]
+            row += [format_seconds(timing["median"]), f"{timing['speedup']['median']:.2f}x"]
+        row += [f"{100 * e['accuracy']:.1f}", _points(100 * (e["accuracy"] - base["accuracy"]))]
+        rows.append(row)
+    columns = ["model", "bytes", "vs teacher", "FLOPs (nonzero)"]
+    for batch in cfg.methods_batches:
+        columns += [f"batch {batch}: latency", f"batch {batch}: speedup"]
+    columns += ["accuracy", "Δ points"]
+    notes = [
+        "Every row is a file written by `save_dense` (FP32 rows) or `CompressedModel.save` (pruned rows: "
+        "delta indices, 8-bit), then loaded back: the accuracy on the 360 test digits, the FLOPs "
+        "(`count_flops`) and the latency are those of the loaded model. NumPy has no INT8 matrix product, so INT8 "
+        "files run decompressed to float32.",
+        "FLOPs per digit as the model runs: its dense kernels multiply the zeros too. In parentheses, the nonzero "
+        "FLOPs that an ideal sparse kernel would execute.",
+        f"Latency: `benchmark_inference` (no_grad, eval mode) on 1 digit and on all {len(x_test)} test digits, median "
+        f"over {cfg.speed_rounds} interleaved rounds after warm-up, each timed block repeating the call to fill "
+        f"{format_seconds(cfg.speed_min_time)}. Speedup: median of the per-round ratios teacher time / model time.",
+        f"Teacher: table 2's seed-{seed} dense MLP. Pruned: table 2's iterative model at {METHODS_SPARSITY:.0%} "
+        f"({cfg.iterative_steps} cubic steps x {cfg.finetune_epochs // cfg.iterative_steps} epoch(s), Adam lr "
+        f"{FINETUNE_LR:g}). Low rank: `choose_ranks` at energy {cfg.lowrank_energy:g} (ranks {ranks}), "
+        f"`factorize_model`, then {cfg.lowrank_epochs} epoch(s) of Adam (lr {FINETUNE_LR:g}, cosine decay).",
+        f"Students 64-{hidden}-10: same initial weights and batch order, `distill` for {cfg.student_epochs} epoch(s) "
+        f"with Adam (lr {STUDENT_LR:g}, cosine decay), alpha 0 (the labels only: exactly cross-entropy) or "
+        f"T = {KD_T:g}, alpha = {KD_ALPHA:g} from the teacher. Combination: the distilled student pruned to "
+        f"{cfg.combo_sparsity:.0%} in {cfg.combo_steps} cubic steps, each followed by {cfg.combo_epochs_per_step} "
+        f"distillation epoch(s) (Adam lr {FINETUNE_LR:g}), stored with INT8 values. The recipes of the "
+        f"notebook's Sections 11-13; training took {format_seconds(trained)}.",
+    ]
+    data = {"order": labels, "ranks": ranks, "batches": list(cfg.methods_batches),
+            "entries": {label: {k: v for k, v in e.items() if k != "model"} for label, e in entries.items()}}
+    return _table("methods", "6. Compression methods compared", columns, rows, notes, [], data)
+
+
+# --------------------------------------------------------------------------------------------
 
 def run(cfg: Config, root: Path, log=print) -> dict:
     "Every table, in order; returns {'config', 'tables', 'seconds'}."
     tables, seconds = [], {}
-    steps = 5
+    steps = 6
 
     def step(i, title, fn):
         log(f"[{i}/{steps}] {title}")
@@ -715,4 +867,5 @@ def run(cfg: Config, root: Path, log=print) -> dict:
     step(3, "compression", lambda: compression_sizes(cfg, models, log))
     step(4, "inference speed", lambda: inference_speed(cfg, models, log))
     step(5, "student loop", lambda: student_loop(cfg, root, log))
+    step(6, "compression methods compared", lambda: methods_compared(cfg, models, log))
     return {"config": asdict(cfg), "tables": tables}

@@ -136,8 +136,33 @@ def plot_speed(table: dict, path: Path) -> Path:
     return _save(plt, fig, path)
 
 
+def plot_methods(table: dict, path: Path) -> Path:
+    data = table["data"]
+    entries = data["entries"]
+    plt, fig, (ax,) = _figure(width=9, height=4.2)
+    teacher = entries[data["order"][0]]
+    ax.axhspan(100 * teacher["accuracy"] - 1, 100 * teacher["accuracy"], color="gray", alpha=0.15,
+               label="teacher - 1 point")
+    markers = "os^Dvp*hX"
+    for i, label in enumerate(data["order"]):
+        e = entries[label]
+        ax.scatter([e["bytes"]], [100 * e["accuracy"]], s=60, marker=markers[i % len(markers)], zorder=3,
+                   label=f"{label}: {e['bytes']:,} B")
+    ax.set_xscale("log")
+    lo = min(e["bytes"] for e in entries.values())
+    hi = max(e["bytes"] for e in entries.values())
+    ax.set_xlim(lo / 1.6, hi * 1.6)
+    accs = [100 * e["accuracy"] for e in entries.values()]
+    ax.set_ylim(max(0.0, min(accs) - 2), min(100.0, max(accs) + 1))
+    ax.set_xlabel("file size (bytes, log scale)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("digits: accuracy against file size")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return _save(plt, fig, path)
+
+
 PLOTS = {"pruning_cost": plot_pruning_cost, "accuracy_vs_sparsity": plot_accuracy,
-         "compression": plot_compression, "inference_speed": plot_speed}
+         "compression": plot_compression, "inference_speed": plot_speed, "methods": plot_methods}
 
 
 # --------------------------------------------------------------------------------------------
@@ -215,6 +240,8 @@ def render_summary(result: dict, meta: dict, images: dict, report_link: str) -> 
     section("inference_speed", _pick(speed, speed_columns,
                                      lambda row: row[1] != "dense" and not row[1].startswith(("masked 95", "masked 99"))))
     section("student_loop", _pick(tables["student_loop"], ["command", "median", "runs", "outcome"]))
+    if "methods" in tables:   # results written before table 6 existed have no such table
+        section("methods", markdown_table(tables["methods"]["columns"], tables["methods"]["rows"]))
     return "\n".join(lines)
 
 

@@ -17,8 +17,8 @@ from benchmarks.report import STATUSES  # noqa: E402
 from benchmarks.timing import format_seconds, interleaved, paired_ratio, summary, timed  # noqa: E402
 
 SECTIONS = ["## Targets", "## 1. Pruning cost", "## 2. Accuracy vs sparsity", "## 3. Compression",
-            "## 4. Inference speed", "## 5. Student loop"]
-PLOTS = ["pruning_cost.png", "accuracy_vs_sparsity.png", "compression.png", "inference_speed.png"]
+            "## 4. Inference speed", "## 5. Student loop", "## 6. Compression methods compared"]
+PLOTS = ["pruning_cost.png", "accuracy_vs_sparsity.png", "compression.png", "inference_speed.png", "methods.png"]
 
 
 def test_interleaved_warms_up_rotates_and_keeps_one_sample_per_round():
@@ -114,7 +114,7 @@ def test_tiny_run_writes_every_table_plot_and_target(tiny_report):
 
     results = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert [t["key"] for t in results["tables"]] == ["pruning_cost", "accuracy_vs_sparsity", "compression",
-                                                     "inference_speed", "student_loop"]
+                                                     "inference_speed", "student_loop", "methods"]
     assert results["meta"]["machine"]["cores"] >= 1 and results["meta"]["machine"]["numpy"] == np.__version__
     targets = [t for table in results["tables"] for t in table["targets"]]
     names = " ".join(t["target"] for t in targets)
@@ -148,6 +148,43 @@ def test_tiny_run_tables_hold_consistent_numbers(tiny_report):
     assert all("skipped" in row[1] for row in loop)
 
 
+def test_tiny_run_methods_table_measures_files_flops_and_latency(tiny_report):
+    out, _ = tiny_report
+    tables = {t["key"]: t for t in json.loads((out / "results.json").read_text(encoding="utf-8"))["tables"]}
+    methods = tables["methods"]
+    data, rows = methods["data"], methods["rows"]
+    teacher, p32, p8, lowrank, labels, distilled, combined = (data["entries"][label] for label in data["order"])
+    assert [row[0] for row in rows] == data["order"] and len(rows) == 7
+    assert data["order"][-1] == "distilled -> pruned 70% -> INT8" and "(T=2, alpha=0.5)" in data["order"][5]
+    # FLOPs by hand: 2 per multiply-add of 64-256-128-10 and of the 64-32-10 student
+    assert teacher["flops"] == teacher["nonzero_flops"] == 2 * (64 * 256 + 256 * 128 + 128 * 10) == 100_864
+    assert labels["flops"] == distilled["flops"] == combined["flops"] == 2 * (64 * 32 + 32 * 10)
+    # pruning removes 95% of the weights (ties at zero aside) but no dense FLOP; the combination 70%
+    assert p32["flops"] == p8["flops"] == teacher["flops"]
+    assert p32["nonzero_flops"] == pytest.approx(0.05 * teacher["flops"], rel=0.01)
+    assert p8["nonzero_flops"] <= p32["nonzero_flops"]
+    assert combined["nonzero_flops"] == pytest.approx(0.3 * combined["flops"], rel=0.02)
+    # low rank: each factorized layer r * (in + out) < in * out, so fewer FLOPs than the teacher
+    ranks = data["ranks"]
+    sizes = {"0": (64, 256), "2": (256, 128), "4": (128, 10)}
+    macs = [ranks[n] * (n_in + n_out) if n in ranks else n_in * n_out for n, (n_in, n_out) in sizes.items()]
+    assert ranks and lowrank["flops"] == 2 * sum(macs) < teacher["flops"]
+    # bytes: the dense FP32 file holds 4 bytes per parameter plus a header; INT8 values shrink the pruned file
+    assert teacher["bytes"] > 4 * 50_826 and labels["bytes"] == distilled["bytes"] > 4 * (64 * 32 + 32 + 32 * 10 + 10)
+    assert p8["bytes"] < p32["bytes"] < teacher["bytes"] and combined["bytes"] < distilled["bytes"]
+    assert combined["bytes"] == min(e["bytes"] for e in data["entries"].values())
+    # the FP32 pruned file is lossless: both pruned files hold the same model, and FP32 matches table 2
+    accuracy = tables["accuracy_vs_sparsity"]["data"]["accuracy"]["mlp|iterative (cubic)|0.95"][0]
+    assert p32["accuracy"] == pytest.approx(accuracy)
+    assert teacher["accuracy"] == pytest.approx(tables["accuracy_vs_sparsity"]["data"]["dense"]["mlp"][0])
+    for e in data["entries"].values():
+        for batch in data["batches"]:
+            timing = e[f"batch {batch}"]
+            assert 0 < timing["q1"] <= timing["median"] <= timing["q3"] and timing["speedup"]["median"] > 0
+    assert data["batches"] == [1, 360] and teacher["batch 1"]["speedup"]["median"] == 1.0
+    assert rows[0][1] == f"{teacher['bytes']:,}" and rows[-1][2] == f"{teacher['bytes'] / combined['bytes']:.1f}x"
+
+
 def test_summary_and_rerendering_from_results_json(tiny_report, tmp_path):
     import shutil
 
@@ -155,7 +192,8 @@ def test_summary_and_rerendering_from_results_json(tiny_report, tmp_path):
 
     out, _ = tiny_report
     summary = (out / "summary.md").read_text(encoding="utf-8")
-    assert summary.count("| --- |") >= 6 and "**Targets**" in summary and "(report.md)" in summary
+    assert summary.count("| --- |") >= 7 and "**Targets**" in summary and "(report.md)" in summary
+    assert "**6. Compression methods compared**" in summary and "distilled -> pruned 70% -> INT8" in summary
     for plot in PLOTS:
         assert f"]({plot})" in summary   # the folder is outside the repository: plain file names
     copy = tmp_path / "again"
