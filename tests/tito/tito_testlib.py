@@ -9,6 +9,19 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
+
+def require(module: str):
+    """Import an optional test requirement: skip without it, except in CI (CI=true), where a
+    missing requirement must fail loudly rather than let its tests pass unrun."""
+    import importlib
+
+    import pytest
+
+    if os.environ.get("CI") == "true":
+        return importlib.import_module(module)
+    return pytest.importorskip(module, reason=f"{module} is not installed: pip install -e '.[test,instructor]'")
+
+
 def run_tito(cwd: Path, *args: str, tmpdir: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(REPO))
     if tmpdir is not None:
