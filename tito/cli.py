@@ -185,7 +185,9 @@ def cmd_grade(args) -> int:
             submission, kit.manifest["module_name"])
         if batch:
             out = Path(args.out or f"grades-{kit.module}")
-            results = grade.grade_batch(kit, submission, out, args.jobs, limits, landlock=not args.no_landlock)
+            results = grade.grade_batch(kit, submission, out, args.jobs, limits, landlock=not args.no_landlock,
+                                        assignment=args.assignment, roster=Path(args.roster) if args.roster else None,
+                                        roster_key=args.roster_key)
         else:
             results = grade.grade_submission(kit, submission, limits=limits, landlock=not args.no_landlock,
                                              keep=args.keep)
@@ -255,11 +257,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="FILE", help="also write the results (Gradescope's results.json format)")
     p.add_argument("--out", metavar="DIR", help="batch: folder for gradebook.csv and results/ (default grades-MODULE)")
     p.add_argument("-j", "--jobs", type=int, default=1, help="batch: submissions graded in parallel")
+    p.add_argument("--assignment", help="batch: the gradebook's assignment column (default: the module id)")
+    p.add_argument("--roster", metavar="CSV", help="batch: an LMS roster/gradebook export; its columns (SID, Email, "
+                                                   "...) join the gradebook, matched to the submission folder names")
+    p.add_argument("--roster-key", metavar="COLUMN", help="batch: the roster column holding the folder names "
+                                                         "(default: the column that matches most of them)")
     p.add_argument("--timeout", type=float, help="seconds of wall clock per test (default from points.toml)")
     p.add_argument("--memory", type=int, help="memory limit in MB (default from points.toml)")
     p.add_argument("--list", action="store_true", help="show the module's tasks, points and graded tests")
     p.add_argument("--self-check", action="store_true",
-                   help="check that the released stub scores 0 and the solution full marks")
+                   help="check that each task scores alone: the solution with one task stubbed loses exactly "
+                        "that task's points, the stub with one task solved earns exactly them")
     p.add_argument("--all", action="store_true", help="with --self-check: every graded module")
     p.add_argument("--kit", help=argparse.SUPPRESS)
     p.add_argument("--keep", action="store_true", help=argparse.SUPPRESS)

@@ -36,6 +36,7 @@ from .graded import DEFAULT_LIMITS, is_hidden_test, load_points
 LIB = "tinytorch"
 CHILD = Path(__file__).with_name("grade_child.py")
 MAX_LINE = 1 << 20
+REFERENCE_FILE = "reference.json"
 PYTEST_INI = """[pytest]
 markers =
     task(id): a graded test of the exercise whose nbgrader grade_id is `id`
@@ -227,8 +228,14 @@ def build_kit(root: Path, module, dest: Path, reference: Path | None = None) -> 
     counts = {task: sum(1 for t in tests if t["task"] == task) for task in points.tasks}
     for test in tests:
         test["max_score"] = points.tasks[test["task"]] / counts[test["task"]]
+    # The reference's solution cells, so that each task can be graded alone (see grade_submission).
+    # They stay in the kit folder, outside every sandbox, and the child refuses reads of the kit.
+    from .graded import reference_cells
+
+    (dest / REFERENCE_FILE).write_text(json.dumps(reference_cells(reference), indent=1), encoding="utf-8")
     manifest = {
-        "format": 1,
+        "format": 2,
+        "reference": REFERENCE_FILE,
         "module": module.id,
         "module_name": module.name,
         "number": module.number,
@@ -252,26 +259,74 @@ def build_kit(root: Path, module, dest: Path, reference: Path | None = None) -> 
 # One submission
 
 
-def find_source(submission: Path, module_name: str) -> Path:
-    """The file to grade in a submission: the file itself, or the module's notebook in a folder."""
+def _code_cells(path: Path) -> list[str] | None:
+    """A .py (percent format) or .ipynb's code cells, compared across the two formats; None if
+    the file cannot be read. Plain text and JSON only: nothing of the submission runs here."""
+    try:
+        if path.stat().st_size > 5 * 1024 * 1024:
+            return None
+        text = path.read_text(encoding="utf-8")
+        if path.suffix == ".ipynb":
+            cells = json.loads(text).get("cells", [])
+            sources = ["".join(c.get("source", "")) if isinstance(c.get("source"), list) else str(c.get("source", ""))
+                       for c in cells if c.get("cell_type") == "code"]
+        else:
+            sources, current, skip = [], [], True  # what precedes the first cell is a header
+            for line in text.split("\n"):
+                if line.startswith("# %%"):
+                    if current and not skip:
+                        sources.append("\n".join(current))
+                    current, skip = [], bool(re.match(r"# %%\s*\[", line))  # markdown or raw
+                    continue
+                current.append(line)
+            if current and not skip:
+                sources.append("\n".join(current))
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return None
+    normalized = ["\n".join(l.rstrip() for l in s.strip().split("\n")) for s in sources]
+    return [s for s in normalized if s]
+
+
+def find_source(submission: Path, module_name: str) -> tuple[Path, list[str]]:
+    """The file to grade in a submission, and the candidates it ignored.
+
+    The rule: a file is graded as given. In a folder, the module's notebook is graded, named
+    `<name>_dev.py` or `<name>_dev.ipynb` anywhere in it (or else the only .py/.ipynb there is,
+    or the only `*_dev` file). When both the .py and the .ipynb are there, they must hold the
+    same code: the .py is graded and the .ipynb named as ignored; two different versions are
+    refused, never guessed between."""
     if submission.is_file():
         if submission.suffix not in (".py", ".ipynb"):
             raise TitoError(f"{submission.name}: expected a .py or .ipynb file")
-        return submission
+        return submission, []
     candidates = [p for p in sorted(submission.rglob("*")) if p.is_file() and p.suffix in (".py", ".ipynb")
                   and not any(part.startswith((".", "__MACOSX", "__pycache__")) for part in p.relative_to(submission).parts)]
     if not candidates:
         raise TitoError("the submission holds no .py or .ipynb file")
+
+    def shown(paths):
+        return [p.relative_to(submission).as_posix() for p in paths]
+
     named = [p for p in candidates if p.stem == f"{module_name}_dev"]
-    if named:
-        return max(named, key=lambda p: (p.stat().st_mtime, p.suffix == ".ipynb"))
-    if len(candidates) == 1:
-        return candidates[0]
-    dev = [p for p in candidates if p.stem.endswith("_dev")]
-    if len(dev) == 1:
-        return dev[0]
-    names = ", ".join(p.relative_to(submission).as_posix() for p in candidates[:5])
-    raise TitoError(f"cannot tell which file to grade ({names}); name it {module_name}_dev.py or .ipynb")
+    if not named:
+        dev = [p for p in candidates if p.stem.endswith("_dev")]
+        named = [candidates[0]] if len(candidates) == 1 else dev
+    if not named:
+        raise TitoError(f"cannot tell which file to grade ({', '.join(shown(candidates[:5]))}); "
+                        f"name it {module_name}_dev.py or {module_name}_dev.ipynb")
+    pys = [p for p in named if p.suffix == ".py"]
+    notebooks = [p for p in named if p.suffix == ".ipynb"]
+    if len(pys) > 1 or len(notebooks) > 1:
+        raise TitoError(f"the submission holds several copies of the module ({', '.join(shown(named))}); "
+                        "submit one")
+    chosen = pys[0] if pys else notebooks[0]
+    if pys and notebooks:
+        py_code, nb_code = _code_cells(pys[0]), _code_cells(notebooks[0])
+        if py_code is None or nb_code is None or py_code != nb_code:
+            raise TitoError(f"the submission holds two different versions of the module ({', '.join(shown(named))}); "
+                            "submit only the one you want graded")
+    ignored = [p for p in candidates if p != chosen]
+    return chosen, shown(ignored)
 
 
 class _Run:
@@ -358,6 +413,7 @@ def _run_child(sandbox: Path, kit: Kit, nodeids: list[str], limits: dict, deadli
         "work": str(sandbox / "work"), "ini": str(sandbox / "pytest.ini"),
         "test_paths": [str(sandbox / "tests" / manifest["module"])], "nodeids": nodeids,
         "student_files": [str(sandbox / "pkg" / manifest["lib"] / t) for t in manifest["export_targets"]],
+        "lib_dir": str(sandbox / "pkg" / manifest["lib"]), "no_read": [str(kit.folder.resolve())],
         "student_modules": manifest["student_modules"], "trusted_modules": manifest["trusted_modules"],
         "api": manifest["api"], "allowed_dunders": manifest["allowed_dunders"], "memory_mb": memory_mb,
         "plugins": manifest.get("plugins", []),
@@ -448,6 +504,8 @@ def _run_child(sandbox: Path, kit: Kit, nodeids: list[str], limits: dict, deadli
         stop_reason = f"the grading process {_describe_exit(code, memory_mb)}"
     if current is not None:
         outcome[current] = (False, f"{stop_reason} during this test" if stop_reason else "no result")
+        if stop_reason.startswith("timed out after"):
+            info["timed_out"] = current
     if phase in ("boot", "import") and not progress:
         reason = stop_reason if "import" in stop_reason else f"{stop_reason} while importing the submission"
         info["fatal"] = reason
@@ -468,118 +526,324 @@ def _prepare_sandbox(kit: Kit) -> Path:
 
 
 class Exporter:
-    """A long-lived `tito.grade_export --serve` process: nbdev is imported once per batch.
-    A job that takes too long kills the process; the next job starts a fresh one."""
+    """Long-lived `tito.grade_export --serve` processes: nbdev is imported once per batch, and
+    each grading thread gets a process of its own (an export takes about half a second).
+    A job that takes too long kills its process; the next job starts a fresh one."""
 
     def __init__(self, kit: Kit, timeout: float = 120):
         import threading
 
         self.kit, self.timeout = kit, timeout
-        self.proc: subprocess.Popen | None = None
+        self.idle: list[subprocess.Popen] = []
+        self.started: list[subprocess.Popen] = []
         self.lock = threading.Lock()
 
     def _start(self) -> subprocess.Popen:
         env = _clean_env()
         env["PYTHONPATH"] = _tito_path()
         env["HOME"] = env["TMPDIR"] = tempfile.gettempdir()
-        return subprocess.Popen([sys.executable, "-B", "-m", "tito.grade_export", "--serve"], cwd=self.kit.folder,
+        proc = subprocess.Popen([sys.executable, "-B", "-m", "tito.grade_export", "--serve"], cwd=self.kit.folder,
                                 env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.DEVNULL, start_new_session=True)
+        self.started.append(proc)
+        return proc
 
-    def export(self, source: Path, sandbox: Path) -> str | None:
-        """Export the submission into the sandbox's package; an error message, or None."""
+    def _take(self) -> subprocess.Popen:
+        with self.lock:
+            while self.idle:
+                proc = self.idle.pop()
+                if proc.poll() is None:
+                    return proc
+            return self._start()
+
+    def export(self, source: Path, sandbox: Path, keep="*") -> tuple[str | None, dict]:
+        """Export the submission (as `keep` says, see tito.grade_export) into the sandbox's package:
+        (an error message or None, what the submission did with each task)."""
         copy = sandbox / "src" / source.name
         shutil.copyfile(source, copy)
+        reference = self.kit.manifest.get("reference")
         job = {"source": str(copy), "lib_dir": str(sandbox / "pkg" / self.kit.manifest["lib"]),
-               "targets": self.kit.manifest["export_targets"]}
+               "targets": self.kit.manifest["export_targets"], "keep": keep,
+               "reference": str(self.kit.folder / reference) if reference else None}
+        proc = self._take()
+        ready = False
+        try:
+            proc.stdin.write((json.dumps(job) + "\n").encode("utf-8"))
+            proc.stdin.flush()
+            ready, _, _ = select.select([proc.stdout], [], [], self.timeout)
+            line = proc.stdout.readline() if ready else b""
+        except (BrokenPipeError, OSError, ValueError):
+            line = b""
+        if not line:
+            _kill(proc)
+            return ("exporting it timed out" if not ready else "the export step crashed"), {}
         with self.lock:
-            if self.proc is None or self.proc.poll() is not None:
-                self.proc = self._start()
-            proc = self.proc
-            try:
-                proc.stdin.write((json.dumps(job) + "\n").encode("utf-8"))
-                proc.stdin.flush()
-                ready, _, _ = select.select([proc.stdout], [], [], self.timeout)
-                line = proc.stdout.readline() if ready else b""
-            except (BrokenPipeError, OSError):
-                line = b""
-            if not line:
-                _kill(proc)
-                self.proc = None
-                return "exporting it timed out" if not ready else "the export step crashed"
+            self.idle.append(proc)
         answer = json.loads(line.decode("utf-8"))
-        return None if answer.get("ok") else answer.get("error", "export failed")
+        return (None if answer.get("ok") else answer.get("error", "export failed")), answer.get("tasks", {})
 
     def close(self) -> None:
-        if self.proc is not None:
+        with self.lock:
+            started, self.started, self.idle = self.started, [], []
+        for proc in started:
             try:
-                self.proc.stdin.close()
+                proc.stdin.close()
             except OSError:
                 pass
             try:
-                self.proc.wait(timeout=5)
+                proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
-                _kill(self.proc)
-            self.proc = None
+                _kill(proc)
+
+
+def _grade_tests(kit: Kit, sandbox: Path, nodeids: list[str], limits: dict, deadline: float, landlock: bool,
+                 flags: list, info: dict) -> tuple[dict, str]:
+    """Run `nodeids` in an exported sandbox until each has a verdict, restarting the child after a
+    crash or a time-out. A test that times out also fails the rest of its task's tests unrun, so a
+    hang costs one time-out per task, not one per test."""
+    task_of = {t["nodeid"]: t["task"] for t in kit.manifest["tests"]}
+    outcome: dict[str, tuple] = {}
+    remaining, fatal = list(nodeids), ""
+    while remaining and not fatal:
+        progress = _run_child(sandbox, kit, remaining, limits, deadline, landlock, outcome, flags, info)
+        fatal = info.pop("fatal", "")
+        hung = info.pop("timed_out", None)
+        if hung is not None:
+            for nodeid in remaining:
+                if nodeid not in outcome and task_of[nodeid] == task_of[hung]:
+                    outcome[nodeid] = (False, f"not run: an earlier test of task {task_of[hung]} timed out")
+        remaining = [n for n in remaining if n not in outcome]
+        broken = info.get("collect_errors", {})
+        finished = info.pop("done", False) and all(any(n.startswith(where) for where in broken) for n in remaining)
+        if finished or not progress or time.monotonic() >= deadline:
+            break  # what is left cannot run (its file does not load) or makes no progress
+    if remaining and not fatal and time.monotonic() >= deadline:
+        fatal = "the grading time limit ran out"
+    return outcome, fatal
+
+
+@dataclass
+class _Variant:
+    """One export of a submission (as submitted, or with reference cells swapped in) and its run."""
+    outcome: dict
+    error: str | None  # the export's error: nothing ran
+    kinds: dict  # task -> 'stub' | 'solution' | 'attempted' | 'missing'
+    fatal: str
+    sandbox: Path | None
+
+
+def _grade_variant(kit: Kit, exporter: "Exporter", source: Path, keep, select, limits: dict, deadline: float,
+                   landlock: bool, flags: list, info: dict, keep_sandbox: bool) -> _Variant:
+    sandbox = _prepare_sandbox(kit)
+    try:
+        error, kinds = exporter.export(source, sandbox, keep)
+        if error:
+            return _Variant({}, error, kinds, "", sandbox if keep_sandbox else None)
+        nodeids = select(kinds)
+        outcome, fatal = _grade_tests(kit, sandbox, nodeids, limits, deadline, landlock, flags, info) if nodeids else ({}, "")
+        _locate_failures(outcome, sandbox, source, kit.manifest)
+        return _Variant(outcome, None, kinds, fatal, sandbox if keep_sandbox else None)
+    finally:
+        if not keep_sandbox:
+            shutil.rmtree(sandbox, ignore_errors=True)
 
 
 def grade_submission(kit: Kit, submission: Path, student: str | None = None, limits: dict | None = None,
-                     landlock: bool = True, keep: bool = False, exporter: Exporter | None = None) -> dict:
-    """Grade one submission; returns Gradescope-style results (never raises for its content)."""
+                     landlock: bool = True, keep: bool = False, exporter: Exporter | None = None,
+                     trust_stubs: bool = True) -> dict:
+    """Grade one submission, each task alone; returns Gradescope-style results (never raises for
+    its content).
+
+    The rule: a task's score depends on that task's code only. First the submission is graded
+    as a whole, with the reference solution in place of the tasks still left as the released stub
+    (they score 0 without running: the self-check proves their tests fail). Then each task with a
+    failing test is graded again alone, in a hybrid whose every other task is the reference, and
+    that verdict counts. `trust_stubs=False` (the self-check) runs the stubs' tests too."""
     if exporter is None:
         exporter = Exporter(kit)
         try:
-            return grade_submission(kit, submission, student, limits, landlock, keep, exporter)
-        except KeyboardInterrupt:
-            for future in futures:
-                future.cancel()  # submissions already being graded finish within their limits
-            raise
+            return grade_submission(kit, submission, student, limits, landlock, keep, exporter, trust_stubs)
         finally:
             exporter.close()
     started = time.monotonic()
     limits = {**DEFAULT_LIMITS, **kit.manifest.get("limits", {}), **(limits or {})}
+    deadline = started + float(limits["total_timeout"])
     manifest = kit.manifest
     student = student or submission.stem
+    by_task: dict[str, list[str]] = {task: [] for task in manifest["tasks"]}
+    for test in manifest["tests"]:
+        by_task[test["task"]].append(test["nodeid"])
     outcome: dict[str, tuple] = {}  # nodeid -> (passed, message[, skipped])
     flags: list[str] = []
     info: dict = {}
-    fatal = ""
-    source_name = ""
-    sandbox = None
+    fatal, source_name, ignored, kinds, kept = "", "", [], {}, []
+    isolated = manifest.get("reference") is not None
     try:
-        try:
-            source = find_source(submission, manifest["module_name"])
-            source_name = source.name
-        except TitoError as err:
-            fatal = str(err)
-        else:
-            sandbox = _prepare_sandbox(kit)
-            error = exporter.export(source, sandbox)
-            if error:
-                fatal = f"{source.name}: {error}"
+        source, ignored = find_source(submission, manifest["module_name"])
+        source_name = source.name
+    except TitoError as err:
+        fatal = str(err)
+    else:
+        def run(keep_tasks, select):
+            variant = _grade_variant(kit, exporter, source, keep_tasks, select, limits, deadline, landlock,
+                                     flags, info, keep)
+            if variant.sandbox is not None:
+                kept.append(str(variant.sandbox))
+            return variant
+
+        def not_stub(found):
+            stubs = {t for t, kind in found.items() if kind == "stub"} if trust_stubs else set()
+            return [t["nodeid"] for t in manifest["tests"] if t["task"] not in stubs]
+
+        whole = run("attempted" if isolated and trust_stubs else "*", not_stub)
+        kinds = whole.kinds
+        outcome.update(whole.outcome)
+        if trust_stubs:
+            for task, kind in kinds.items():
+                if kind == "stub":
+                    for nodeid in by_task.get(task, []):
+                        outcome[nodeid] = (False, f"not started: task {task} is still the released stub")
+        swappable = {t for t, kind in kinds.items() if kind == "attempted" or (kind == "stub" and not trust_stubs)}
+        redo = []
+        if isolated and (whole.error or whole.fatal or swappable):
+            for task in manifest["tasks"]:
+                if kinds.get(task) == "stub" and trust_stubs:
+                    continue
+                failing = [n for n in by_task[task] if not outcome.get(n, (False,))[0]]
+                # alone, the task meets the same code as before unless another task was swapped out
+                if failing and (whole.error or whole.fatal or swappable - {task}):
+                    redo.append((task, failing))
+        exported_alone = ran_alone = False
+        for task, failing in redo:
+            if time.monotonic() >= deadline:
+                fatal = fatal or "the grading time limit ran out"
+                break
+            alone = run([task], lambda found, failing=failing: failing)
+            if alone.error:
+                for nodeid in failing:
+                    outcome[nodeid] = (False, alone.error if alone.error.startswith(source.name) else
+                                       f"{source.name}: {alone.error}")
+                continue
+            exported_alone = True
+            ran_alone = ran_alone or not alone.fatal
+            for nodeid in failing:
+                verdict = alone.outcome.get(nodeid, (False, alone.fatal or "not run"))
+                if not verdict[0] and verdict[1].startswith("NameError") and nodeid in outcome:
+                    # alone it lacks a name that the student defined in another task's cell: the
+                    # swap, not the task, failed; the verdict with their own cells stands
+                    continue
+                outcome[nodeid] = verdict
+        if whole.error:
+            if exported_alone:
+                flags.append(f"{source.name} does not export as a whole ({whole.error}); each task was graded "
+                             "alone, with the reference solution in place of the other tasks")
             else:
-                deadline = started + float(limits["total_timeout"])
-                remaining = [t["nodeid"] for t in manifest["tests"]]
-                while remaining and not fatal:
-                    progress = _run_child(sandbox, kit, remaining, limits, deadline, landlock, outcome, flags, info)
-                    fatal = info.pop("fatal", "")
-                    remaining = [n for n in remaining if n not in outcome]
-                    broken = info.get("collect_errors", {})
-                    finished = info.pop("done", False) and all(
-                        any(n.startswith(where) for where in broken) for n in remaining)
-                    if finished or not progress or time.monotonic() >= deadline:
-                        break  # what is left cannot run (its file does not load) or makes no progress
-                if remaining and not fatal:
-                    fatal = "the grading time limit ran out" if time.monotonic() >= deadline else ""
-    finally:
-        if sandbox is not None and not keep:
-            shutil.rmtree(sandbox, ignore_errors=True)
+                fatal = f"{source.name}: {whole.error}"
+        elif whole.fatal and not ran_alone:
+            fatal = whole.fatal
+        elif whole.fatal:
+            flags.append(f"graded as a whole, {whole.fatal}; each task was then graded alone")
+        missing = [t for t, kind in kinds.items() if kind == "missing"]
+        if missing and isolated:
+            flags.append(f"no cell of task(s) {', '.join(missing)} was found (by nbgrader grade_id or by the "
+                         "functions it defines): graded as submitted, together with the rest of the notebook")
     collect_errors = info.get("collect_errors", {})
-    results = _results(manifest, outcome, flags, fatal, collect_errors)
+    results = _results(manifest, outcome, flags, fatal, collect_errors, kinds)
     results["execution_time"] = round(time.monotonic() - started, 2)
-    results["extra_data"].update(student=student, submission=source_name,
-                                 sandbox=info.get("sandbox", ""), kept=str(sandbox) if keep and sandbox else "")
+    if source_name:
+        note = f"graded file: {source_name}" + (f" (ignored: {', '.join(ignored)})" if ignored else "")
+        results["output"] = note + "\n" + results["output"]
+    results["extra_data"].update(student=student, submission=source_name, ignored=ignored,
+                                 sandbox=info.get("sandbox", ""), kept=" ".join(kept),
+                                 started=round(time.time() - (time.monotonic() - started), 3),
+                                 finished=round(time.time(), 3))
     return results
+
+
+# ---------------------------------------------------------------------------------------------
+# Feedback a student can act on
+
+
+_ADDRESS = re.compile(r"<(function|built-in function|bound method|class|module)? ?([\w.<>]+)(?: of [^>]*)? at 0x[0-9a-fA-F]+>")
+_ANY_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+_WHERE = re.compile(r"\n@where (.*)$", re.S)
+MAX_FAILURE_LINES = 4
+
+
+def clean_message(message: str) -> str:
+    """A failure in at most a few short lines: no memory addresses, no long array dumps."""
+    text = _ADDRESS.sub(lambda m: m.group(2), message)
+    text = _ANY_ADDRESS.sub("", text)
+    lines = [line.rstrip() for line in text.splitlines() if line.strip()]
+    kept: list[str] = []
+    for line in lines:
+        if len(kept) == MAX_FAILURE_LINES:
+            kept.append("...")
+            break
+        kept.append(line if len(line) <= 160 else line[:150] + " ... (cut)")
+    return "\n".join(kept)
+
+
+def _student_text(source: Path) -> list[tuple[str, list[str]]]:
+    """The submission as (label, lines) blocks: the whole .py, or each code cell of an .ipynb."""
+    try:
+        if source.suffix == ".ipynb":
+            cells = json.loads(source.read_text(encoding="utf-8")).get("cells", [])
+            blocks = []
+            for number, cell in enumerate(cells, 1):
+                text = cell.get("source", "")
+                text = "".join(text) if isinstance(text, list) else str(text)
+                if cell.get("cell_type") == "code":
+                    blocks.append((f"{source.name}, cell {number}, line ", text.split("\n")))
+            return blocks
+        return [(f"{source.name}:", source.read_text(encoding="utf-8").split("\n"))]
+    except (OSError, ValueError, AttributeError):
+        return []
+
+
+def _source_line(exported: list[str], line: int, blocks: list[tuple[str, list[str]]]) -> str | None:
+    """Where line `line` of an exported package file came from in the student's file."""
+    if not 1 <= line <= len(exported):
+        return None
+    start = line - 1
+    while start > 0 and not exported[start - 1].startswith("# %% "):
+        start -= 1  # the first line of the cell this line was exported from
+    chunk = exported[start:line]
+    for label, lines in blocks:
+        for i in range(len(lines) - len(chunk) + 1):
+            if lines[i:i + len(chunk)] == chunk:
+                return f"{label}{i + len(chunk)}"
+    return None
+
+
+def _locate_failures(outcome: dict, sandbox: Path, source: Path, manifest: dict) -> None:
+    """Replace the child's raw location tags by the student's file and line (or the test's)."""
+    blocks = None
+    files: dict[str, list[str]] = {}
+    for nodeid, verdict in list(outcome.items()):
+        passed, message, *rest = verdict
+        match = _WHERE.search(message or "")
+        if not match:
+            continue
+        where = dict(part.split("=", 1) for part in match.group(1).split() if "=" in part)
+        found = ""
+        for place in reversed(where.get("student", "").split(",")):  # the deepest frame that is theirs
+            relative, _, line = place.rpartition(":")
+            if not relative or not line.isdigit():
+                continue
+            if relative not in files:
+                path = sandbox / "pkg" / manifest["lib"] / relative
+                inside = path.resolve().is_relative_to((sandbox / "pkg").resolve())
+                files[relative] = path.read_text(encoding="utf-8").split("\n") if inside and path.is_file() else []
+            if blocks is None:
+                blocks = _student_text(source)
+            mapped = _source_line(files[relative], int(line), blocks)
+            if mapped:
+                found = f"in your code at {mapped}"
+                break
+        if not found and "test" in where:
+            found = f"checked at {where['test']}"
+        outcome[nodeid] = (passed, message[:match.start()] + (f" [{found}]" if found else ""), *rest)
 
 
 def _not_run_reason(nodeid: str, collect_errors: dict) -> str:
@@ -590,30 +854,66 @@ def _not_run_reason(nodeid: str, collect_errors: dict) -> str:
     return "not run"
 
 
-def _results(manifest: dict, outcome: dict, flags: list, fatal: str, collect_errors: dict) -> dict:
-    tests, skipped = [], []  # a skipped test earns nothing; it is only reported apart from failures
-    earned = {task: 0 for task in manifest["tasks"]}
-    counts = {task: 0 for task in manifest["tasks"]}
-    for number, test in enumerate(manifest["tests"], 1):
+def _row(name: str, task: str, number: int, tests: list[dict], points: float, hidden: bool) -> dict:
+    passed = sum(t["passed"] for t in tests)
+    score = round(points * passed / len(tests), 2)
+    if hidden:  # only pass or fail: what the hidden tests check stays hidden
+        output = "passed" if passed == len(tests) else "failed"
+    elif passed == len(tests):
+        output = f"passed ({passed}/{len(tests)} checks)"
+    else:
+        lines = [f"{passed}/{len(tests)} checks passed; failing:"]
+        for test in tests:
+            if not test["passed"]:
+                text = clean_message(test["message"] or "failed").replace("\n", "\n    ")
+                lines.append(f"- {test['name']}: {text}")
+        output = "\n".join(lines)
+    return {"name": name, "number": number, "score": score, "max_score": round(points, 2),
+            "status": "passed" if passed == len(tests) else "failed", "output": output,
+            "visibility": "after_published" if hidden else "visible", "tags": [task]}
+
+
+def _results(manifest: dict, outcome: dict, flags: list, fatal: str, collect_errors: dict,
+             kinds: dict | None = None) -> dict:
+    """Gradescope's results.json: one row per task (and one for its hidden tests, if any)."""
+    kinds = kinds or {}
+    per_test, skipped = [], []  # a skipped test earns nothing; it is only reported apart from failures
+    by_task: dict[str, list[dict]] = {task: [] for task in manifest["tasks"]}
+    for test in manifest["tests"]:
         passed, message, *rest = outcome.get(test["nodeid"], (False, fatal or _not_run_reason(test["nodeid"], collect_errors)))
+        name = test["nodeid"].split("/")[-1]  # test_file.py::test_name[case]
         if rest and rest[0]:
-            skipped.append(f"{test['task']}: {test['nodeid'].split('/')[-1]}")
-        counts[test["task"]] += 1
-        earned[test["task"]] += bool(passed)
-        tests.append({
-            "name": f"{test['task']}: {test['nodeid'].split('/')[-1]}",
-            "number": number,
-            "score": round(test["max_score"], 4) if passed else 0.0,
-            "max_score": round(test["max_score"], 4),
-            "status": "passed" if passed else "failed",
-            "output": "passed" if passed else message,
-            "visibility": "after_published" if test["hidden"] else "visible",
-            "tags": [test["task"]],
-        })
-    task_scores = {task: round(points * earned[task] / counts[task], 4) if counts[task] else 0.0
-                   for task, points in manifest["tasks"].items()}
-    score = round(sum(task_scores.values()), 4)
+            skipped.append(f"{test['task']}: {name} ({clean_message(message or '')[:200]})")
+        entry = {"name": name, "nodeid": test["nodeid"], "passed": bool(passed), "hidden": test["hidden"],
+                 "message": "" if passed else message}
+        by_task[test["task"]].append(entry)
+        per_test.append({**entry, "task": test["task"]})
+    rows, task_scores = [], {}
+    visible_score = visible_max = 0.0
+    for task, points in manifest["tasks"].items():
+        tests = by_task[task]
+        if not tests:
+            task_scores[task] = 0.0
+            continue
+        shown = [t for t in tests if not t["hidden"]]
+        hidden = [t for t in tests if t["hidden"]]
+        # a task's points are split over its tests; the hidden row takes what rounding leaves
+        shown_points = round(points * len(shown) / len(tests), 2) if hidden else points
+        if shown:
+            rows.append(_row(task, task, len(rows) + 1, shown, shown_points, False))
+            visible_score += rows[-1]["score"]
+            visible_max += shown_points
+        if hidden:
+            rows.append(_row(f"{task} (hidden tests)", task, len(rows) + 1, hidden, points - shown_points, True))
+        task_scores[task] = round(sum(r["score"] for r in rows if r["tags"] == [task]), 2)
+        if kinds.get(task) == "stub":
+            rows[-1 - bool(hidden)]["output"] = "not started: still the released stub"
+    score = round(sum(task_scores.values()), 2)
     lines = [f"{manifest['module']}: {score:g} / {manifest['total']:g} points"]
+    if any(t["hidden"] for t in manifest["tests"]):
+        lines = [f"{manifest['module']}: {round(visible_score, 2):g} / {round(visible_max, 2):g} points on the visible "
+                 f"tests; the hidden tests' {round(manifest['total'] - visible_max, 2):g} points are shown when grades "
+                 "are published"]
     if fatal:
         lines.append(f"problem: {fatal}")
     lines += [f"note: {flag}" for flag in flags]
@@ -624,9 +924,9 @@ def _results(manifest: dict, outcome: dict, flags: list, fatal: str, collect_err
         "output": "\n".join(lines),
         "visibility": "visible",
         "stdout_visibility": "hidden",
-        "tests": tests,
+        "tests": rows,
         "extra_data": {"module": manifest["module"], "tasks": task_scores, "flags": flags, "problem": fatal,
-                       "skipped": skipped},
+                       "skipped": skipped, "kinds": kinds, "tests": per_test},
     }
 
 
@@ -635,19 +935,22 @@ def _results(manifest: dict, outcome: dict, flags: list, fatal: str, collect_err
 
 
 def print_results(results: dict, show_hidden: bool = True) -> None:
+    """One line per task, in exercise order, then each failing task's failures."""
     extra = results["extra_data"]
+    ignored = extra.get("ignored") or []
     print(f"{extra.get('student', '')}  {extra.get('submission', '')}  ({results['execution_time']:.1f}s,"
           f" sandbox: {extra.get('sandbox') or 'not started'})")
-    width = max([len(t["name"]) for t in results["tests"]] + [10])
-    skipped = set(extra.get("skipped", []))
-    for test in results["tests"]:
-        hidden = " (hidden)" if test["visibility"] != "visible" else ""
-        mark = "ok  " if test["status"] == "passed" else ("skip" if test["name"] in skipped else "FAIL")
-        print(f"  {mark} {test['name']:<{width}} {test['score']:>6.3g} / {test['max_score']:<6.3g}{hidden}")
-        if test["status"] != "passed":
-            first = (test["output"] or "").strip().splitlines()[:1]
-            if first:
-                print(f"         {first[0][:160]}")
+    if ignored:
+        print(f"  ignored: {', '.join(ignored[:5])}{' ...' if len(ignored) > 5 else ''}")
+    rows = [r for r in results["tests"] if show_hidden or r["visibility"] == "visible"]
+    width = max([len(r["name"]) for r in rows] + [10])
+    for row in rows:
+        hidden = " (hidden)" if row["visibility"] != "visible" else ""
+        mark = "ok  " if row["status"] == "passed" else "FAIL"
+        print(f"  {mark} {row['name']:<{width}} {row['score']:>5g} / {row['max_score']:<5g}{hidden}")
+        if row["status"] != "passed":
+            for line in row["output"].splitlines()[1:] or row["output"].splitlines()[:1]:
+                print(f"         {line[:200]}")
     if extra.get("problem"):
         print(f"  problem: {extra['problem']}")
     for flag in extra.get("flags", []):
@@ -675,11 +978,73 @@ def is_single_submission(folder: Path, module_name: str) -> bool:
     return any((folder / f"{module_name}_dev{suffix}").is_file() for suffix in (".py", ".ipynb"))
 
 
+def gradescope_submitters(folder: Path) -> dict[str, dict[str, str]]:
+    """Gradescope's "Export Submissions" zip: one `submission_<id>` folder per submission and a
+    `submission_metadata.yml` naming its submitters; folder -> {Name, SID, Email}."""
+    path = folder / "submission_metadata.yml"
+    if not path.is_file():
+        return {}
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise TitoError(f"{path}: not readable as Gradescope's submission metadata ({exc})") from None
+    found = {}
+    for name, entry in (data.items() if isinstance(data, dict) else []):
+        entry = entry if isinstance(entry, dict) else {}
+        people = entry.get(":submitters") or entry.get("submitters") or []
+        people = [p for p in people if isinstance(p, dict)] if isinstance(people, list) else []
+
+        def field(key):
+            return "; ".join(str(p.get(f":{key}", p.get(key, "")) or "") for p in people)
+
+        found[_safe_name(str(name))] = {"Name": field("name"), "SID": field("sid"), "Email": field("email")}
+    return found
+
+
+def load_roster(path: Path, names: list[str], key: str | None = None) -> tuple[list[str], dict[str, dict], str]:
+    """An LMS roster or gradebook export (CSV with a header): its columns, the row of each
+    submission folder, and the column that matched them (`key`, or the one matching most names)."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            columns = [c for c in (reader.fieldnames or []) if c]
+            rows = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise TitoError(f"{path}: cannot read the roster ({exc})") from None
+    if not columns:
+        raise TitoError(f"{path}: the roster needs a header row naming its columns (e.g. SID, Email, Name)")
+    if key is not None and key not in columns:
+        raise TitoError(f"{path}: no column {key!r}; columns: {', '.join(columns)}")
+    wanted = {n.lower() for n in names}
+
+    def matches(column):
+        return sum(_safe_name(str(r.get(column) or "")).lower() in wanted for r in rows)
+
+    key = key or max(columns, key=matches)
+    if not matches(key):
+        raise TitoError(f"{path}: no column of the roster holds the submissions' names (e.g. {names[0]}); "
+                        "name the folders after a roster column, or pass --roster-key")
+    by_name = {_safe_name(str(r.get(key) or "")).lower(): {c: r.get(c) or "" for c in columns} for r in rows}
+    return columns, by_name, key
+
+
 def grade_batch(kit: Kit, folder: Path, out: Path, jobs: int, limits: dict | None = None,
-                landlock: bool = True, quiet: bool = False) -> list[dict]:
+                landlock: bool = True, quiet: bool = False, assignment: str | None = None,
+                roster: Path | None = None, roster_key: str | None = None) -> list[dict]:
     entries = submissions_in(folder)
     if not entries:
         raise TitoError(f"{folder} holds no submissions (.py or .ipynb files, or one folder per student)")
+    identities: tuple[list[str], dict[str, dict]] = ([], {})
+    submitters = gradescope_submitters(folder)
+    if submitters:
+        identities = (["Name", "SID", "Email"], {n.lower(): row for n, row in submitters.items()})
+    roster_rows: list[dict] = []
+    if roster is not None:  # read before grading: a bad roster fails in a second, not after an hour
+        columns, by_name, _ = load_roster(roster, [n for n, _ in entries], roster_key)
+        identities = (columns, by_name)
+        roster_rows = list(by_name.items())
     results_dir = out / "results"
     results_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -713,16 +1078,8 @@ def grade_batch(kit: Kit, folder: Path, out: Path, jobs: int, limits: dict | Non
             raise
         finally:
             exporter.close()
-    tasks = list(kit.manifest["tasks"])
-    with open(out / "gradebook.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["student", "submission", "score", "max_score", *tasks, "problem", "notes"])
-        for name, _ in entries:
-            r = all_results[name]
-            extra = r["extra_data"]
-            writer.writerow([name, extra.get("submission", ""), r["score"], r["max_score"],
-                             *[extra["tasks"].get(t, 0) for t in tasks], extra.get("problem", ""),
-                             " | ".join(extra.get("flags", []))[:500]])
+    write_gradebook(kit, out / "gradebook.csv", entries, all_results, assignment or kit.module,
+                    identities, roster_rows, quiet)
     if not quiet:
         wall = time.monotonic() - started
         print(f"graded {len(entries)} submissions in {wall:.1f}s with {jobs} job(s): "
@@ -730,48 +1087,158 @@ def grade_batch(kit: Kit, folder: Path, out: Path, jobs: int, limits: dict | Non
     return [all_results[name] for name, _ in entries]
 
 
+def write_gradebook(kit: Kit, path: Path, entries: list, all_results: dict, assignment: str,
+                    identities: tuple[list[str], dict[str, dict]], roster_rows: list, quiet: bool) -> None:
+    """gradebook.csv: one row per submission (and per roster student without one), with the
+    assignment, the identifier columns of the roster (or of Gradescope's export), and per-task points."""
+    tasks = list(kit.manifest["tasks"])
+    columns, by_name = identities
+    seen = set()
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["assignment", "student", *columns, "submission", "score", "max_score", *tasks,
+                         "problem", "notes"])
+        for name, _ in entries:
+            r = all_results[name]
+            extra = r["extra_data"]
+            who = by_name.get(name.lower(), {})
+            seen.add(name.lower())
+            writer.writerow([assignment, name, *[who.get(c, "") for c in columns], extra.get("submission", ""),
+                             r["score"], r["max_score"], *[extra["tasks"].get(t, 0) for t in tasks],
+                             extra.get("problem", ""), " | ".join(extra.get("flags", []))[:500]])
+        for name, who in roster_rows:
+            if name not in seen:
+                writer.writerow([assignment, "", *[who.get(c, "") for c in columns], "", 0, kit.manifest["total"],
+                                 *[0 for _ in tasks], "no submission", ""])
+    unmatched = [n for n, _ in entries if by_name and n.lower() not in by_name]
+    if unmatched and not quiet:
+        print(f"note: {len(unmatched)} submission(s) match no roster row: {', '.join(unmatched[:10])}")
+
+
 # ---------------------------------------------------------------------------------------------
 # Self-check and listing
 
 
-def self_check(root: Path, module, quiet: bool = False) -> bool:
-    """The released stub must score 0 on every graded test and the solution full marks."""
-    from .graded import release_source, solution_tasks
+def mixed_source(source: Path, stubbed: set[str]) -> str:
+    """The reference module source with the tasks in `stubbed` left as the released stub."""
+    import jupytext
 
+    from .graded import _nbgrader, release_source
+
+    solution = jupytext.read(source, fmt="py:percent")
+    stub = jupytext.reads(release_source(source, stub=True), fmt="py:percent")
+    for mine, released in zip(solution.cells, stub.cells):
+        meta = _nbgrader(mine)
+        if meta.get("solution") and meta.get("grade_id") in stubbed:
+            mine.source = released.source
+    return jupytext.writes(solution, fmt="py:percent")
+
+
+def notebook_points(source: Path) -> dict[str, float]:
+    """Points of each task's graded test cells in the notebook's nbgrader metadata (grade_id
+    `<task>-test`), which nbgrader reads; points.toml must agree with them."""
+    import jupytext
+
+    from .graded import _nbgrader
+
+    points: dict[str, float] = {}
+    for cell in jupytext.read(source, fmt="py:percent").cells:
+        meta = _nbgrader(cell)
+        grade_id = str(meta.get("grade_id", ""))
+        if meta.get("grade") and grade_id.endswith("-test"):
+            task = grade_id[: -len("-test")]
+            points[task] = points.get(task, 0.0) + float(meta.get("points", 0))
+    return points
+
+
+def _stub_tests_passing(kit: Kit, exporter: "Exporter", source: Path, task: str) -> list[str]:
+    """Run `task`'s graded tests against `source` as it is; the names of those that pass."""
+    limits = {**DEFAULT_LIMITS, **kit.manifest.get("limits", {})}
+    deadline = time.monotonic() + float(limits["total_timeout"])
+    nodeids = [t["nodeid"] for t in kit.manifest["tests"] if t["task"] == task]
+    variant = _grade_variant(kit, exporter, source, "*", lambda kinds: nodeids, limits, deadline, True, [], {}, False)
+    if variant.error:
+        return []
+    return [n.split("/")[-1] for n in nodeids if variant.outcome.get(n, (False,))[0]]
+
+
+def self_check(root: Path, module, quiet: bool = False, jobs: int = 2) -> bool:
+    """Prove the grading discriminates, task by task: the solution scores full marks and the
+    released stub 0 (its stubs' tests really run); for every task T, the solution with only T
+    stubbed scores exactly the total minus T's points (T's tests run against the stub, every other
+    task is graded alone) and the stub with only T solved scores exactly T's points. Also: the
+    notebook's nbgrader points agree with points.toml."""
+    from .graded import solution_tasks
+
+    problems: list[str] = []
+    started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="tito-selfcheck-") as tmp:
         kit = build_kit(root, module, Path(tmp) / "kit")
-        stub = Path(tmp) / "stub" / module.source.name
-        stub.parent.mkdir()
-        stub.write_text(release_source(module.source, stub=True), encoding="utf-8")
-        with ThreadPoolExecutor(max_workers=2) as pool:  # the two gradings are independent
-            solution_job = pool.submit(grade_submission, kit, module.source, "solution")
-            stub_job = pool.submit(grade_submission, kit, stub, "stub")
-            solution, stubbed = solution_job.result(), stub_job.result()
-    ok = True
-    problems = []
-    skipped = set(solution["extra_data"].get("skipped", []))
-    for test in solution["tests"]:
-        if test["name"] in skipped:
-            # unchecked, and it would give every submission 0 here: still a failure, named for what it is
-            problems.append(f"skipped on the solution, so unchecked (and worth 0 to every submission here), "
-                            f"{test['name']}: {test['output'][:200]}; install the course's test requirements")
-        elif test["status"] != "passed":
-            problems.append(f"solution fails {test['name']}: {test['output'][:200]}")
-    for test in stubbed["tests"]:
-        if test["status"] == "passed":
-            problems.append(f"the released stub passes {test['name']}: this test does not discriminate")
+        tasks = kit.manifest["tasks"]
+        total = kit.manifest["total"]
+        every = set(tasks)
+        # (label, stubbed tasks, expected score, trust_stubs)
+        cases = [("solution", set(), total, True), ("stub", every, 0.0, False)]
+        cases += [(f"solution without {t}", {t}, total - p, True) for t, p in tasks.items()]
+        cases += [(f"stub with only {t}", every - {t}, p, True) for t, p in tasks.items()]
+        files = {}
+        for number, (label, stubbed, _, _) in enumerate(cases):
+            path = Path(tmp) / f"case{number}" / module.source.name
+            path.parent.mkdir()
+            path.write_text(mixed_source(module.source, stubbed), encoding="utf-8")
+            files[label] = path
+        exporter = Exporter(kit)
+        try:
+            with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+                futures = {label: pool.submit(grade_submission, kit, files[label], label, None, True, False,
+                                              exporter, trust)
+                           for label, _, _, trust in cases}
+                # Grading scores a released stub 0 without running it; that is sound only if each
+                # task's own tests fail when it alone is the stub, so run them so, every one.
+                proofs = {task: pool.submit(_stub_tests_passing, kit, exporter, files[f"solution without {task}"], task)
+                          for task in tasks}
+                results = {label: future.result() for label, future in futures.items()}
+                for task, future in proofs.items():
+                    for name in future.result():
+                        problems.append(f"with only {task} stubbed, its test {name} passes: it does not discriminate")
+        finally:
+            exporter.close()
+    for label, stubbed, expected, _ in cases:
+        got = results[label]
+        if abs(got["score"] - expected) > 0.011:
+            wrong = [f"{t} {got['extra_data']['tasks'][t]:g}/{p:g}" for t, p in tasks.items()
+                     if abs(got["extra_data"]["tasks"][t] - (0 if t in stubbed else p)) > 0.011]
+            first = next((r["output"].splitlines()[-1] for r in got["tests"]
+                          if r["tags"][0] in {w.split()[0] for w in wrong} and r["status"] == "failed"), "")
+            problems.append(f"{label}: scored {got['score']:g}, expected {expected:g} ({', '.join(wrong)})"
+                            + (f"; {first[:200]}" if first else ""))
+    solution = results["solution"]
+    skipped = solution["extra_data"].get("skipped", [])
+    for name in skipped:
+        # unchecked, and it would give every submission 0 here: still a failure, named for what it is
+        problems.append(f"skipped on the solution, so unchecked (and worth 0 to every submission here): {name}; "
+                        "install the course's test requirements")
+    for test in results["stub"]["extra_data"]["tests"]:
+        if test["passed"]:
+            problems.append(f"the released stub passes {test['task']}: {test['name']}: this test does not discriminate")
     notebook_tasks = set(solution_tasks(module.source))
-    for task in kit.manifest["tasks"]:
+    for task in tasks:
         if task not in notebook_tasks:
             problems.append(f"task {task!r} has points but no solution cell with grade_id {task!r}")
+    declared = notebook_points(module.source)
+    for task in sorted(set(declared) | set(tasks)):
+        if task in declared and abs(declared[task] - tasks.get(task, 0)) > 1e-9:
+            problems.append(f"task {task!r}: points.toml gives {tasks.get(task, 0):g} points, the notebook's "
+                            f"nbgrader test cell {task}-test gives {declared[task]:g}")
     ok = not problems
     if not quiet:
         n = len(kit.manifest["tests"])
-        print(f"{'PASS' if ok else 'FAIL'}  {module.id}: solution {solution['score']:g}/{solution['max_score']:g}, "
-              f"stub {stubbed['score']:g}/{stubbed['max_score']:g} on {n} graded tests")
+        print(f"{'PASS' if ok else 'FAIL'}  {module.id}: solution {solution['score']:g}/{total:g}, "
+              f"stub {results['stub']['score']:g}/{total:g} on {n} graded tests; each of {len(tasks)} tasks "
+              f"scored alone ({len(cases)} gradings, {time.monotonic() - started:.0f}s)")
         for problem in problems:
             print(f"      x {problem}")
-        for task in sorted(notebook_tasks - set(kit.manifest["tasks"])):
+        for task in sorted(notebook_tasks - set(tasks)):
             print(f"      note: solution cell {task!r} has no points in points.toml")
     return ok
 

@@ -275,6 +275,10 @@ class Guard:
         self.sandbox = os.path.realpath(cfg["sandbox"]) + os.sep
         self.tests = self.sandbox + "tests" + os.sep
         self.student_files = {os.path.realpath(p) for p in cfg["student_files"]}
+        # the kit holds the reference solution's cells; the package files may hold some of them
+        # (a task graded alone meets the reference for the others): graded code reads neither
+        self.no_read = tuple(os.path.realpath(p).rstrip(os.sep) + os.sep for p in cfg.get("no_read", []))
+        self.lib_dir = os.path.realpath(cfg.get("lib_dir", cfg["pkg"])) + os.sep
         self.student_modules = set(cfg["student_modules"])
         self.allowed_dunders = {k: set(v) for k, v in cfg.get("allowed_dunders", {}).items()}
         trusted = set(_read_roots(cfg["sandbox"])) - {"/etc"}
@@ -370,6 +374,10 @@ class Guard:
                         isinstance(flags, int) and bool(flags & write_flags))
                     if writing and not inside_work(path):
                         refuse("open", f"({text!r}) for writing outside the work folder")
+                    if text and not writing:
+                        full = realpath(join(work, text))
+                        if full in self.student_files or (full + os.sep).startswith(self.no_read):
+                            refuse("open", f"({os.path.basename(text)!r}): graded code may not read the grader's sources")
                     return
                 if event in PATH_EVENTS:
                     for path in args[: PATH_EVENTS[event]]:
@@ -670,6 +678,26 @@ def _defined_in(function, folder: str) -> bool:
     return False
 
 
+def _where(exc: BaseException, guard) -> str:
+    """A tag naming where `exc` came from: the package lines of the student's module on its
+    traceback (deepest last) and the test's line; the grading process maps them to the
+    student's own file."""
+    import traceback as _tb
+
+    student, test = [], ""
+    try:
+        for frame, line in _tb.walk_tb(exc.__traceback__):
+            filename = os.path.realpath(frame.f_code.co_filename)
+            if filename in guard.student_files and filename.startswith(guard.lib_dir):
+                student.append(f"{filename[len(guard.lib_dir):]}:{line}")
+            elif filename.startswith(guard.tests):
+                test = f"{os.path.basename(filename)}:{line}"
+    except Exception:
+        return ""
+    parts = ([f"student={','.join(student[-5:])}"] if student else []) + ([f"test={test}"] if test else [])
+    return "\n@where " + " ".join(parts) if parts else ""
+
+
 def _describe(exc: BaseException, limit: int = 1500) -> str:
     try:
         text = f"{type(exc).__name__}: {exc}".strip()
@@ -947,7 +975,7 @@ def run(cfg: dict) -> None:
                 except pytest.skip.Exception as exc:  # earns nothing, but is no failure of the code
                     skipped, message = True, _describe(exc)  # "Skipped: why"
                 except BaseException as exc:  # a test's failure, whatever student code raised
-                    message = _describe(exc)
+                    message = _describe(exc) + _where(exc, guard)
         elif setup is not None and setup.skipped:  # a skipif mark, or a fixture that skipped
             longrepr = setup.longrepr
             reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)

@@ -208,3 +208,100 @@ def release_source(source: Path, stub: bool) -> str:
             cell.source = new
             changed = True
     return jupytext.writes(nb, fmt="py:percent") if changed else text
+
+
+# --------------------------------------------------------------------------------------------
+# Grading each task alone: a submission's solution cells by task, and hybrids built from them
+
+
+def _normalized(source: str) -> str:
+    """A cell's code with trailing spaces and blank lines dropped (what an editor may change)."""
+    return "\n".join(line.rstrip() for line in source.strip("\n").split("\n"))
+
+
+def solution_cells(nb) -> dict[str, list]:
+    """The code cells of each task (nbgrader `"solution": true` with a grade_id), in order."""
+    cells: dict[str, list] = {}
+    for cell in nb.cells:
+        meta = _nbgrader(cell)
+        if cell.cell_type == "code" and meta.get("solution") and meta.get("grade_id"):
+            cells.setdefault(str(meta["grade_id"]), []).append(cell)
+    return cells
+
+
+_DEFINES = re.compile(r"^(?:async\s+)?(?:def|class)\s+([A-Za-z_]\w*)", re.M)
+
+
+def defined_names(source: str) -> list[str]:
+    """Top-level functions and classes a cell defines (a regex: the cell may not even parse)."""
+    return _DEFINES.findall(source)
+
+
+def reference_cells(source: Path) -> dict[str, dict[str, list]]:
+    """For each task, the reference solution's cell sources, the released stub's, and the names
+    each cell defines (to find a task's cells in a submission that lost its nbgrader metadata)."""
+    import jupytext
+
+    solution = solution_cells(jupytext.read(source, fmt="py:percent"))
+    stub = solution_cells(jupytext.reads(release_source(source, stub=True), fmt="py:percent"))
+    return {task: {"solution": [c.source for c in cells], "stub": [c.source for c in stub.get(task, [])],
+                   "names": [defined_names(c.source) for c in cells]}
+            for task, cells in solution.items()}
+
+
+def task_cells(nb, reference: dict) -> dict[str, list]:
+    """Each task's cells in a submission: by nbgrader grade_id, or else, cell by cell, the code
+    cell that defines the same functions and classes as the reference's cell."""
+    found = {task: cells for task, cells in solution_cells(nb).items() if task in reference}
+    taken = {id(c) for cells in found.values() for c in cells}
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    for task, ref in reference.items():
+        if task in found:
+            continue
+        cells = []
+        for names in ref.get("names", []):
+            match = next((c for c in code if names and id(c) not in taken
+                          and set(names) <= set(defined_names(c.source))), None)
+            if match is None:
+                break
+            cells.append(match)
+            taken.add(id(match))
+        if cells and len(cells) == len(ref["solution"]):
+            found[task] = cells
+    return found
+
+
+def classify_tasks(nb, reference: dict) -> dict[str, str]:
+    """What the submission did with each task: 'stub' (the released stub, untouched), 'solution'
+    (the reference, character for character), 'attempted', or 'missing' (no cell carries its
+    grade_id, or not as many cells as the reference: it cannot be swapped, so it is graded as is)."""
+    cells = task_cells(nb, reference)
+    kinds = {}
+    for task, ref in reference.items():
+        mine = [_normalized(c.source) for c in cells.get(task, [])]
+        if len(mine) != len(ref["solution"]):
+            kinds[task] = "missing"
+        elif mine == [_normalized(s) for s in ref["stub"]]:
+            kinds[task] = "stub"
+        elif mine == [_normalized(s) for s in ref["solution"]]:
+            kinds[task] = "solution"
+        else:
+            kinds[task] = "attempted"
+    return kinds
+
+
+def make_hybrid(nb, reference: dict, keep: set[str]) -> bool:
+    """Swap in the reference solution for every task not in `keep` (in place); True if changed.
+
+    A task's graded tests then meet the reference wherever they, or the student's code for that
+    task, call another task: a later exercise is never punished for an earlier one."""
+    changed = False
+    for task, cells in task_cells(nb, reference).items():
+        ref = reference.get(task, {}).get("solution", [])
+        if task in keep or len(cells) != len(ref):
+            continue
+        for cell, source in zip(cells, ref):
+            if cell.source != source:
+                cell.source = source
+                changed = True
+    return changed
