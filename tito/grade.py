@@ -770,10 +770,30 @@ _WHERE = re.compile(r"\n@where (.*)$", re.S)
 MAX_FAILURE_LINES = 4
 
 
+def _shorten_arrays(text: str, longest: int = 60) -> str:
+    """`array([[...], ...])` reprs longer than `longest` characters become `array([...])`."""
+    out, start = [], 0
+    while True:
+        at = text.find("array(", start)
+        if at < 0:
+            return "".join(out) + text[start:]
+        depth, end = 0, None
+        for i in range(at + 5, len(text)):
+            depth += {"(": 1, ")": -1}.get(text[i], 0)
+            if depth == 0:
+                end = i + 1
+                break
+        end = end or len(text)
+        shown = text[at:end] if end - at <= longest else "array([...])"
+        out.append(text[start:at] + shown)
+        start = end
+
+
 def clean_message(message: str) -> str:
     """A failure in at most a few short lines: no memory addresses, no long array dumps."""
     text = _ADDRESS.sub(lambda m: m.group(2), message)
     text = _ANY_ADDRESS.sub("", text)
+    text = _shorten_arrays(text.replace("\\n", "\n"))
     lines = [line.rstrip() for line in text.splitlines() if line.strip()]
     kept: list[str] = []
     for line in lines:
@@ -863,10 +883,15 @@ def _row(name: str, task: str, number: int, tests: list[dict], points: float, hi
         output = f"passed ({passed}/{len(tests)} checks)"
     else:
         lines = [f"{passed}/{len(tests)} checks passed; failing:"]
+        failures: dict[tuple[str, str], list[str]] = {}  # cases of one test that fail alike: one line
         for test in tests:
             if not test["passed"]:
+                base, _, case = test["name"].partition("[")
                 text = clean_message(test["message"] or "failed").replace("\n", "\n    ")
-                lines.append(f"- {test['name']}: {text}")
+                failures.setdefault((base, text), []).append(case.rstrip("]"))
+        for (base, text), cases in failures.items():
+            shown = f"{base}[{', '.join(cases)}]" if any(cases) else base
+            lines.append(f"- {shown}: {text}")
         output = "\n".join(lines)
     return {"name": name, "number": number, "score": score, "max_score": round(points, 2),
             "status": "passed" if passed == len(tests) else "failed", "output": output,
