@@ -27,17 +27,18 @@ This is your copy of the course. Module **{module}** is yours to complete: its e
 ## Work on it
 
 ```bash
-pip install -e ".[test]"
-tito test {module}
+pip install -e ".[test]"              # once; add ",jupyter" for JupyterLab: pip install -e ".[test,jupyter]"
 ```
 
-The first command installs the course (once); the second exports your code into `tinytorch/`
-and runs the module's tests. `tito notebook {module}` writes a paired `.ipynb` if you prefer
-Jupyter.
+1. Edit one exercise in `modules/{module}/{name}_dev.py` (the task ids are in the table below).
+2. `tito test {module} --task ID` runs that exercise's inline and graded tests in seconds.
+3. `tito test {module}` runs everything: one line per task (done, failing, not started, blocked by X).
+4. Jupyter instead: `tito notebook {module}`, then `jupyter lab modules/{module}/{name}_dev.ipynb`; `tito test` syncs your notebook edits back into the `.py`.
 
-Edit `modules/{module}/{name}_dev.py` (or the notebook `tito notebook` writes; `tito export`
-carries notebook edits back into the `.py`). `tito test {module}` tells you which tasks are
-not implemented yet and which tests fail.
+A task "blocked by X" needs task X first; the notebook keeps running past unfinished exercises,
+so every task's tests count. For a failing task you see the expected and the actual value and
+the line; `-v` shows the full output. Nothing you write is lost: when a notebook edit replaces
+the `.py`, the old one is kept in `.tito_backups/`.
 
 ## Tasks
 

@@ -28,15 +28,29 @@ def _sync_state(module, root: Path) -> tuple[str, str]:
         return "yes", "yes" if same else "NO (run tito export)"
 
 
+def _tests_cell(last: dict | None) -> str:
+    "The last full run's result; a later partial run (--task or -k) is named, never taken for it."
+    if not last:
+        return "not run"
+    text = "no full run yet"
+    if "ok" in last and "passed" in last:
+        total = last["passed"] + last["failed"]
+        text = f"{'pass' if last['ok'] else 'FAIL'} {last['passed']}/{total} ({last['when']})"
+    partial = last.get("last_partial")
+    if isinstance(partial, dict):
+        tasks = partial.get("tasks_run") or []
+        states = partial.get("tasks") or {}
+        covered = ", ".join(f"{t} {states[t]['state']}" if t in states else t for t in tasks) or "no task"
+        text += f"; then a partial run ({partial.get('when', '?')}): {covered}"
+    return text
+
+
 def print_status(root: Path) -> int:
     results = remembered(root)
-    rows = [("module", "exported", "in sync", "tests (last run)")]
+    rows = [("module", "exported", "in sync", "tests (last full run)")]
     for module in all_modules(root):
         exported, in_sync = _sync_state(module, root)
-        last = results.get(module.id)
-        tests = "not run" if not last else (
-            f"{'pass' if last['ok'] else 'FAIL'} {last['passed']}/{last['passed'] + last['failed']} ({last['when']})")
-        rows.append((module.id, exported, in_sync, tests))
+        rows.append((module.id, exported, in_sync, _tests_cell(results.get(module.id))))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for i, row in enumerate(rows):
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())

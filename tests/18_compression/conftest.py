@@ -6,6 +6,11 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import copy  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+# compression_oracles.py beside this file: input builders the tests share instead of copying
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
