@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tito_testlib import FIXTURES, REPO, run_tito
+from tito_testlib import FIXTURES, REPO, require, run_tito
 
 SOURCE = FIXTURES / "course" / "modules" / "02_prune" / "prune_dev.py"
 TASKS = ["magnitude-mask", "sparsity", "prune"]  # exercise order in the fixture module
@@ -295,6 +295,35 @@ def test_a_notebook_edited_in_jupyter_syncs_back_with_a_clean_diff(student):
     os.utime(notebook, (future + 20, future + 20))
     assert run_tito(student, "notebook", "02", "--force").returncode == 0
     assert list((student / ".tito_backups").glob("prune_dev-*.ipynb"))
+
+
+def test_a_notebook_saved_by_jupyters_own_server_code_syncs_back_cleanly(student):
+    """The save goes through jupyter_server's FileContentsManager, the server side of JupyterLab's
+    save button (its REST PUT /api/contents lands here): what it writes is what a student's
+    JupyterLab writes."""
+    require("jupyter_server")  # comes with JupyterLab (the jupyter extra) and with nbgrader
+    import difflib
+
+    from jupyter_server.services.contents.filemanager import FileContentsManager
+
+    source = write_source(student, solve_only(SOURCE.read_text(), set()))
+    original = source.read_text()
+    assert run_tito(student, "notebook", "02").returncode == 0
+    relative = source.with_suffix(".ipynb").relative_to(student).as_posix()
+    manager = FileContentsManager(root_dir=str(student))
+    model = manager.get(relative, content=True, type="notebook")
+    cell = next(c for c in model["content"].cells if "def sparsity" in c.source)
+    stub = 'raise NotImplementedError("Task sparsity: not implemented yet; replace this line with your code")'
+    cell.source = cell.source.replace(stub, "return float(np.mean(np.asarray(weights) == 0))")
+    manager.save({"type": "notebook", "format": "json", "content": model["content"]}, relative)
+    later = time.time() + 5
+    os.utime(source.with_suffix(".ipynb"), (later, later))
+    proc = run_tito(student, "test", "02", "--task", "sparsity")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    changed = [line for line in difflib.unified_diff(original.split("\n"), source.read_text().split("\n"),
+                                                     lineterm="", n=0)
+               if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+    assert changed == ["-    " + stub, "+    return float(np.mean(np.asarray(weights) == 0))"], changed
 
 
 def test_a_fixed_answer_is_exported_and_tested_again(student):
