@@ -23,6 +23,7 @@ TASKS = ["magnitude-mask", "sparsity", "prune"]
 
 # submission -> (magnitude-mask, sparsity, prune) points it earned, out of (2, 1, 2)
 POINTS_WITHOUT_PRUNE = "[tasks]\nmagnitude-mask = 2\nsparsity = 1\n"
+POINTS_DISAGREEING = "[tasks]\nmagnitude-mask = 2\nsparsity = 2\nprune = 2\n[limits]\ntest_timeout = 30\n"
 POINTS_WITH_EXTRA = "[tasks]\nmagnitude-mask = 2\nsparsity = 1\nprune = 2\nextra = 1\n"
 
 EXPECTED = {
@@ -91,6 +92,7 @@ def cli(course, tmp_path_factory):
                                ["grade", "--self-check", "--all"]),
         "self_check_skip": (_modified_course(course, base / "skip", test_edit=lambda t: t + skipping),
                             ["grade", "--self-check", "02"]),
+        "self_check_points": (_modified_course(course, base / "points", points=POINTS_DISAGREEING), ["grade", "--self-check", "02"]),
         "unknown_task": (_modified_course(course, base / "unknown", points=POINTS_WITHOUT_PRUNE), ["grade", "--list", "02"]),
         "task_without_test": (_modified_course(course, base / "extra", points=POINTS_WITH_EXTRA), ["grade", "--list", "02"]),
         "misspelt_marker": (_modified_course(course, base / "misspelt", test_edit=misspelt), ["grade", "--list", "02"]),
@@ -321,6 +323,13 @@ def test_self_check_passes_for_the_fixture(cli):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "PASS  02_prune: solution 5/5, stub 0/5 on 7 graded tests" in proc.stdout
     assert "1 passed, 0 failed" in proc.stdout
+
+
+def test_self_check_catches_points_that_disagree_with_the_notebook(cli):
+    proc = _cli(cli, "self_check_points")
+    assert proc.returncode == 1
+    assert ("task 'sparsity': points.toml gives 2 points, the notebook's nbgrader test cell sparsity-test "
+            "gives 1") in proc.stdout
 
 
 def test_self_check_catches_a_test_the_stub_passes(cli):
