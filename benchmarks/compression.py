@@ -427,7 +427,7 @@ def accuracy_vs_sparsity(cfg: Config, log=print) -> tuple[dict, dict]:
 
 def _file_size_and_accuracy(compressed, folder: Path, test, evaluate_it: bool = True) -> tuple[int, float | None]:
     "Save, measure the file, load it back and evaluate what was loaded (the bytes are real)."
-    path = folder / "model.ttc"
+    path = folder / "model.ttcz"
     compressed.save(path)
     size = path.stat().st_size
     accuracy = evaluate(load(path).decompress(), test) if evaluate_it else None
@@ -452,7 +452,7 @@ def compression_sizes(cfg: Config, models: dict, log=print) -> dict:
                 _, test = _loaders(kind, seed)
                 dense = models[kind, seed, "dense", 0.0]
                 base = evaluate(dense, test)
-                size = save_dense(dense, folder / "dense.ttc")
+                size = save_dense(dense, folder / "dense.ttcz")
                 dense_bytes.setdefault(kind, []).append(size)
 
                 def record(key, compressed, accuracy_from=None):
@@ -778,7 +778,7 @@ def methods_compared(cfg: Config, models: dict, log=print) -> dict:
     entries = {}
     with tempfile.TemporaryDirectory(prefix="bench-methods-") as tmp:
         for i, (label, model, storage) in enumerate(candidates):
-            path = Path(tmp) / f"{i}.ttc"
+            path = Path(tmp) / f"{i}.ttcz"
             size = save_dense(model, path) if storage is None else compress(model, None, **storage).save(path)
             if size != path.stat().st_size:
                 raise AssertionError(f"{label}: save returned {size} bytes, the file has {path.stat().st_size}")

@@ -309,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs-per-step", type=int, default=3, help="fine-tuning epochs after each step (default 3)")
     p.add_argument("--lr", type=float, default=3e-3, help="fine-tuning learning rate, Adam (default 3e-3)")
     p.add_argument("--seed", type=int, default=0, help="seed for initialisation and shuffling (default 0)")
-    p.add_argument("--out", type=Path, help="also keep the compressed file here")
+    p.add_argument("--out", type=Path, help="also keep the compressed file here (a .ttcz file)")
     p.set_defaults(func=cmd_compress)
 
     p = sub.add_parser("bench", help="run a module's benchmark suite; writes a markdown report and PNG plots")

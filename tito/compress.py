@@ -1,5 +1,6 @@
 """`tito compress`: the main job. Train a digits model, prune it with fine-tuning, quantize it to
-INT8, write the file, load it back and print what was gained and what it cost."""
+INT8, write the file (`.ttcz`, the format of `tinytorch.compression.prune.load`), load it back and
+print what was gained and what it cost."""
 from __future__ import annotations
 
 import tempfile
@@ -49,7 +50,7 @@ def run_compress(args) -> int:
     train_loader = digits_loaders(image=args.model == "cnn", seed=args.seed + 1)[0]
 
     with tempfile.TemporaryDirectory(prefix="tito-compress-") as tmp:
-        dense_bytes = save_dense(model, Path(tmp) / "dense.ttc")
+        dense_bytes = save_dense(model, Path(tmp) / "dense.ttcz")
         print(f"pruning to {args.sparsity:.0%} in {args.steps} steps with fine-tuning ...", flush=True)
         iterative_prune(model, train_loader, args.sparsity, steps=args.steps,
                         epochs_per_step=args.epochs_per_step, lr=args.lr, progress=None)
@@ -61,7 +62,7 @@ def run_compress(args) -> int:
             compressed = compress(model, sparsity=None, bits=bits, index="delta",
                                   index_bits=args.index_bits, bias_bits=args.bias_bits)
             keep = bits == args.bits and args.out is not None
-            path = args.out if keep else Path(tmp) / f"digits_{args.model}_{bits}bit.ttc"
+            path = args.out if keep else Path(tmp) / f"digits_{args.model}_{bits}bit.ttcz"
             size = compressed.save(path)
             accuracy = evaluate(load(path).decompress(), test_loader)
             files.append((bits, size, accuracy, compressed.breakdown()))

@@ -19,7 +19,7 @@ def tito(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
 
 
 def test_compress_writes_a_loadable_file_and_reports_its_real_size(tmp_path):
-    out = tmp_path / "mlp.ttc"
+    out = tmp_path / "mlp.ttcz"
     proc = tito("compress", "--sparsity", "0.5", "--steps", "1", "--epochs-per-step", "1", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     row = next(l for l in proc.stdout.splitlines() if l.startswith("pruned + 4-bit values"))
