@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tinytorch.compression.prune import (SparseLinear, compress, iterative_prune, load, magnitude_prune,
+from tinytorch.compression.prune import (SparseLinear, compress, iterative_prune, load_compressed, magnitude_prune,
                                          measure_sparsity, save_dense, structured_prune, to_sparse)
 from tinytorch.compression.prune import benchmark_inference, polynomial_schedule
 from tinytorch.compression.distill import distill
@@ -430,7 +430,7 @@ def _file_size_and_accuracy(compressed, folder: Path, test, evaluate_it: bool = 
     path = folder / "model.ttcz"
     compressed.save(path)
     size = path.stat().st_size
-    accuracy = evaluate(load(path).decompress(), test) if evaluate_it else None
+    accuracy = evaluate(load_compressed(path).decompress(), test) if evaluate_it else None
     return size, accuracy
 
 
@@ -782,7 +782,7 @@ def methods_compared(cfg: Config, models: dict, log=print) -> dict:
             size = save_dense(model, path) if storage is None else compress(model, None, **storage).save(path)
             if size != path.stat().st_size:
                 raise AssertionError(f"{label}: save returned {size} bytes, the file has {path.stat().st_size}")
-            runnable = load(path).decompress()   # NumPy has no INT8 matmul: what runs is float32
+            runnable = load_compressed(path).decompress()   # NumPy has no INT8 matmul: what runs is float32
             entries[label] = {"bytes": size, "flops": count_flops(runnable, (64,)),
                               "nonzero_flops": count_flops(runnable, (64,), nonzero=True),
                               "parameters": sum(p.size for p in runnable.parameters()),

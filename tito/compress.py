@@ -31,7 +31,7 @@ def _row(cells, widths):
 
 def run_compress(args) -> int:
     _check(args)
-    from tinytorch.compression.prune import (compress, iterative_prune, layer_sparsity, load,
+    from tinytorch.compression.prune import (compress, iterative_prune, layer_sparsity, load_compressed,
                                              measure_sparsity, save_dense)
     from tinytorch.core.models import digits_cnn, digits_mlp, train_digits_model
     from tinytorch.core.tensor import manual_seed
@@ -56,7 +56,7 @@ def run_compress(args) -> int:
                         epochs_per_step=args.epochs_per_step, lr=args.lr, progress=None)
         pruned_acc = evaluate(model, test_loader)
         per_layer = layer_sparsity(model)
-        # INT8 is the seed's recipe; fewer bits per value is what takes the file past 40x.
+        # INT8 is the course page's recipe; fewer bits per value is what takes the file past 40x.
         files = []
         for bits in sorted({8, args.bits}, reverse=True):
             compressed = compress(model, sparsity=None, bits=bits, index="delta",
@@ -64,7 +64,7 @@ def run_compress(args) -> int:
             keep = bits == args.bits and args.out is not None
             path = args.out if keep else Path(tmp) / f"digits_{args.model}_{bits}bit.ttcz"
             size = compressed.save(path)
-            accuracy = evaluate(load(path).decompress(), test_loader)
+            accuracy = evaluate(load_compressed(path).decompress(), test_loader)
             files.append((bits, size, accuracy, compressed.breakdown()))
 
     print()

@@ -1250,7 +1250,7 @@ for s in (0.5, 0.8, 0.9, 0.95, 0.98):
 # %% [markdown]
 # Read the last column. At 90% sparsity INT8 values alone would be `4 x 10 = 40x` smaller,
 # but their positions cost as much again, so the best encoding is near 20x. CSR with `int32`
-# indices is the worst: 4 bytes of index per 1-byte value. The seed's "90% pruning x INT8 =
+# indices is the worst: 4 bytes of index per 1-byte value. The course page's "90% pruning x INT8 =
 # 40x" holds only if indices are free; to reach 40x in a real file we need higher sparsity,
 # compact relative indices, or both. Section 9 measures that on whole models and real files.
 
@@ -1381,7 +1381,7 @@ print("✓ decompress_weight inverts compress_weight: FP32 exactly, INT8 within 
 # (pass `sparsity=None` when the model is already pruned, e.g. by `iterative_prune`), runs
 # `compress_weight` on every prunable weight, and stores the other parameters (the biases)
 # densely with `bias_bits` (32: float32, 16: float16, 8: INT8 with one scale). A
-# `CompressedModel` remembers the architecture (layer types and settings), so `load(path)` needs
+# `CompressedModel` remembers the architecture (layer types and settings), so `load_compressed(path)` needs
 # nothing but the file.
 #
 # **The file format** (extension `.ttcz`), every byte counted: the magic `b"TTCZ"`, a 4-byte
@@ -1391,7 +1391,7 @@ print("✓ decompress_weight inverts compress_weight: FP32 exactly, INT8 within 
 # `breakdown()` splits them into values, indices, scales, biases and header.
 #
 # **A file is untrusted input.** It may be cut short, damaged on disk, or written by someone
-# who wants `load` to crash or to allocate 100 GB. So `load` checks every byte count, type and
+# who wants `load_compressed` to crash or to allocate 100 GB. So `load_compressed` checks every byte count, type and
 # setting before it uses it, and refuses a bad file with one kind of error, a `ValueError` that
 # names the file and the problem (`model.ttcz: truncated: the header says 4,096 payload bytes,
 # the file holds 1,000`). Two details are worth copying into your own formats: the header is
@@ -1402,7 +1402,7 @@ print("✓ decompress_weight inverts compress_weight: FP32 exactly, INT8 within 
 # %%
 #| export
 MAGIC = b"TTCZ"
-FORMAT_VERSION = 1            # every header says which layout it uses; `load` refuses the others
+FORMAT_VERSION = 1            # every header says which layout it uses; `load_compressed` refuses the others
 MAX_HEADER_BYTES = 1 << 20    # 1 MiB of JSON; a real header is a few KB, so more is damage or a zip bomb
 MAX_PARAMETERS = 1 << 27      # 134M floats (512 MB): far beyond any model here; caps what `decompress` allocates
 MAX_DEPTH = 32                # Sequentials nested inside Sequentials, at most this deep
@@ -1529,12 +1529,12 @@ class CompressedModel:
         return f"CompressedModel({len(self.weights)} weights, {self.nbytes:,} bytes: {parts})"
 
 
-# The checks `load` makes, in the order it makes them. A file is untrusted input: it may be cut
+# The checks `load_compressed` makes, in the order it makes them. A file is untrusted input: it may be cut
 # short, damaged on disk or written by someone hostile, so nothing it says is used (to allocate,
 # to index, to build a layer) before it has been checked.
 
 class _Refused(ValueError):
-    "What `_check` raises; `load` turns it into a ValueError that also names the file."
+    "What `_check` raises; `load_compressed` turns it into a ValueError that also names the file."
 
 
 def _check(ok, problem: str) -> None:
@@ -1768,7 +1768,7 @@ def _parse(data: bytes) -> CompressedModel:
     return CompressedModel(header["architecture"], entries["weights"], entries["biases"])
 
 
-def load(path) -> CompressedModel:
+def load_compressed(path) -> CompressedModel:
     """Read a `.ttcz` file written by `CompressedModel.save`.
 
     Error contract: a file that `save` did not write, or that was cut short or damaged since,
@@ -1788,7 +1788,7 @@ def load(path) -> CompressedModel:
       `MAX_DEPTH` "deep"; more than `MAX_PARAMETERS` "parameters"; stored parameters or shapes that
       are "not the architecture's"; index positions outside the weight ("CSR" offsets or columns,
       a "bitmask" with the wrong count, deltas "beyond the weight").
-    `load` holds the file and at most `MAX_HEADER_BYTES` more before the checks pass, and nothing in
+    `load_compressed` holds the file and at most `MAX_HEADER_BYTES` more before the checks pass, and nothing in
     the file runs (JSON and raw bytes only, never pickle). A model it returns decompresses without
     error. A file that cannot be read at all raises `OSError`, as `open` does.
     """
@@ -1824,7 +1824,7 @@ cm = compress(mlp, sparsity=0.9)
 path = WORKDIR / "mlp90.ttcz"
 written = cm.save(path)
 assert written == path.stat().st_size == sum(cm.breakdown().values())
-loaded = load(path)
+loaded = load_compressed(path)
 again = loaded.decompress()
 assert abs(measure_sparsity(again) - 0.9) < 0.001 and again[0].weight.mask is not None
 assert evaluate(again, test_flat) == evaluate(cm, test_flat)
@@ -1834,8 +1834,8 @@ print(f"✓ the 90% MLP compresses to a {written:,}-byte file that loads back in
 damaged = WORKDIR / "damaged.ttcz"
 damaged.write_bytes(path.read_bytes()[:-100])          # a download cut short
 try:
-    load(damaged)
-    raise AssertionError("load accepted a truncated file")
+    load_compressed(damaged)
+    raise AssertionError("load_compressed accepted a truncated file")
 except ValueError as error:
     print(f"✓ a damaged file is refused with a ValueError: ...{str(error)[-70:]}")
 
@@ -1884,7 +1884,7 @@ for label, target, kwargs in rows:
     source = mlp if target is None else pruned_mlp(target)
     cm = compress(source, sparsity=None, **kwargs)
     size = cm.save(WORKDIR / "mlp.ttcz")
-    acc = evaluate(load(WORKDIR / "mlp.ttcz"), test_flat)
+    acc = evaluate(load_compressed(WORKDIR / "mlp.ttcz"), test_flat)
     file_results[label] = (size, dense_bytes / size, acc, cm.breakdown())
     parts = " ".join(f"{k} {v:,}" for k, v in cm.breakdown().items() if v)
     print(f"{label:<38} {size:>8,} {dense_bytes / size:>5.1f}x {acc:>9.1%}   {parts}")
@@ -2983,7 +2983,7 @@ comparison = {}
 for label, model, storage in candidates:
     path = WORKDIR / "candidate.ttcz"
     size = compress(model, sparsity=None, **storage).save(path)
-    stored = load(path)
+    stored = load_compressed(path)
     runnable = stored.decompress()
     comparison[label] = {
         "bytes": size,
@@ -3119,7 +3119,7 @@ for question, answer in answers.items():
 # **Compression, from file sizes.** Dense FP32 file: 203,618 bytes. The MLP pruned iteratively
 # to 95%, stored with 6-bit relative indices, 4-bit symmetric values (one scale per layer) and
 # INT8 biases: **4,294 bytes, 47.4x smaller, 98.1% accuracy** (-0.5 points). Breakdown: values
-# 1,404 B, indices 2,106 B, scales 12 B, biases 406 B, header 366 B. The seed's recipe, 90% x
+# 1,404 B, indices 2,106 B, scales 12 B, biases 406 B, header 366 B. The course page's recipe, 90% x
 # INT8, gives 16.8x with the best index (delta) and 7.1x with CSR: the positions cost as much
 # as the values.
 #

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from tinytorch.compression.prune import (INDEX_FORMATS, compress, compress_weight, decode_csr, decode_delta,
-                                         decompress_weight, encode_csr, encode_delta, load, pack_bits,
+                                         decompress_weight, encode_csr, encode_delta, load_compressed, pack_bits,
                                          save_dense, unpack_bits)
 from tinytorch.core.training import evaluate
 from compression_oracles import oracle_prune, zero_fraction
@@ -129,14 +129,14 @@ def test_compressed_file_round_trip(mlp, flat_loaders, tmp_path):
     cm = compress(mlp, sparsity=0.9, bits=8, index="delta", index_bits=5)
     size = cm.save(tmp_path / "m.ttcz")
     assert size == (tmp_path / "m.ttcz").stat().st_size == sum(cm.breakdown().values())
-    model = load(tmp_path / "m.ttcz").decompress()
+    model = load_compressed(tmp_path / "m.ttcz").decompress()
     assert zero_fraction(model) == pytest.approx(0.9, abs=2e-3)
     assert evaluate(model, test) == evaluate(cm, test)
     assert mlp[0].weight.mask is None and zero_fraction(mlp) == 0.0, "compress works on a copy"
     for bad in (b"NOPE" + bytes(10), (tmp_path / "m.ttcz").read_bytes()[:-3]):
         (tmp_path / "bad.ttcz").write_bytes(bad)
         with pytest.raises(ValueError):
-            load(tmp_path / "bad.ttcz")
+            load_compressed(tmp_path / "bad.ttcz")
 
 
 @pytest.mark.task("compress-weight")
@@ -144,7 +144,7 @@ def test_cnn_file_round_trip(cnn, image_loaders, tmp_path):
     _, test = image_loaders
     cm = compress(cnn, sparsity=0.5, bits=8, index="bitmask", per_channel=True, bias_bits=16)
     cm.save(tmp_path / "c.ttcz")
-    model = load(tmp_path / "c.ttcz").decompress()
+    model = load_compressed(tmp_path / "c.ttcz").decompress()
     assert abs(evaluate(model, test) - evaluate(cnn, test)) < 0.05
     reference = cm.decompress()
     for a, b in zip(model.parameters(), reference.parameters()):

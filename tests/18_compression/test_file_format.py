@@ -1,6 +1,6 @@
 """The `.ttcz` file format refuses damaged and hostile files (ungraded: given code, not an exercise).
 
-Every damage case must raise `ValueError` naming the file and the problem in words that `load`'s
+Every damage case must raise `ValueError` naming the file and the problem in words that `load_compressed`'s
 docstring promises; a valid file round-trips byte for byte; random damage never raises anything else.
 """
 import functools
@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tinytorch.compression import prune
-from tinytorch.compression.prune import MAGIC, compress, load
+from tinytorch.compression.prune import MAGIC, compress, load_compressed
 from tinytorch.core.activations import ReLU, Sigmoid, Softmax, Tanh
 from tinytorch.core.layers import Dropout, Flatten, Linear, Sequential
 from tinytorch.core.spatial import Conv2d, MaxPool2d
@@ -141,7 +141,7 @@ def bomb() -> bytes:
 
 
 F = valid_file  # short, for the table below
-# (id, make the damaged bytes, the phrase `load`'s docstring promises, other words of the message)
+# (id, make the damaged bytes, the phrase `load_compressed`'s docstring promises, other words of the message)
 CASES = [
     ("empty", lambda: b"", "empty file", []),
     ("cut-in-magic", lambda: F()[:2], "truncated", ["inside the magic"]),
@@ -223,7 +223,7 @@ def test_a_damaged_file_raises_value_error_naming_file_and_problem(make, promise
     path = tmp_path / "model.ttcz"
     path.write_bytes(make())
     with pytest.raises(ValueError) as info:
-        load(path)
+        load_compressed(path)
     message = str(info.value)
     assert message.startswith(f"{path}: "), message
     for word in (promise, *words):
@@ -231,7 +231,7 @@ def test_a_damaged_file_raises_value_error_naming_file_and_problem(make, promise
 
 
 def test_the_docstring_promises_every_phrase_the_cases_check():
-    missing = sorted({promise for _, _, promise, _ in CASES if f'"{promise}' not in " ".join(load.__doc__.split())})
+    missing = sorted({promise for _, _, promise, _ in CASES if f'"{promise}' not in " ".join(load_compressed.__doc__.split())})
     assert not missing, missing
 
 
@@ -239,7 +239,7 @@ def test_the_docstring_promises_every_phrase_the_cases_check():
 def test_save_load_save_is_byte_identical(index, bits, tmp_path):
     first_path, second_path = tmp_path / "a.ttcz", tmp_path / "b.ttcz"
     first_path.write_bytes(valid_file(index, bits))
-    loaded = load(first_path)
+    loaded = load_compressed(first_path)
     loaded.save(second_path)
     assert second_path.read_bytes() == first_path.read_bytes()
     expected = compress(tiny_model(), sparsity=0.5, bits=bits, index=index,
@@ -259,7 +259,7 @@ def test_a_file_from_before_versions_loads_as_version_1(tmp_path):
     del header["version"]
     path = tmp_path / "old.ttcz"
     path.write_bytes(forge(header, b"".join(chunks.values())))
-    assert {n: p.data.shape for n, p in load(path).decompress().named_parameters()} == SHAPES
+    assert {n: p.data.shape for n, p in load_compressed(path).decompress().named_parameters()} == SHAPES
 
 
 def test_a_decompression_bomb_is_refused_without_inflating_it(tmp_path):
@@ -268,7 +268,7 @@ def test_a_decompression_bomb_is_refused_without_inflating_it(tmp_path):
     tracemalloc.start()
     try:
         with pytest.raises(ValueError, match="inflates to more than"):
-            load(path)
+            load_compressed(path)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -293,10 +293,10 @@ def test_random_damage_loads_a_working_model_or_raises_value_error(index, bits, 
     path = tmp_path_factory.getbasetemp() / f"damaged-{index}-{bits}.ttcz"
     path.write_bytes(damage(valid_file(index, bits), cuts, flips, extra))
     try:
-        cm = load(path)
+        cm = load_compressed(path)
     except ValueError:
         return  # refused: the only other outcome allowed
-    model = cm.decompress()  # a file load accepts always decompresses
+    model = cm.decompress()  # a file load_compressed accepts always decompresses
     assert {name: p.data.shape for name, p in model.named_parameters()} == SHAPES
     for entry in {**cm.weights, **cm.biases}.values():
         assert list(prune.decompress_weight(entry).shape) == entry["shape"]
@@ -328,7 +328,7 @@ def test_random_header_edits_load_a_working_model_or_raise_value_error(index, bi
     path = tmp_path_factory.getbasetemp() / f"edited-{index}-{bits}.ttcz"
     path.write_bytes(forge(header, b"".join(chunks.values())))
     try:
-        cm = load(path)
+        cm = load_compressed(path)
     except ValueError:
         return
     assert {name: p.data.shape for name, p in cm.decompress().named_parameters()} == SHAPES

@@ -8,7 +8,7 @@ __all__ = ['PRUNABLE', 'INDEX_FORMATS', 'MAGIC', 'FORMAT_VERSION', 'MAX_HEADER_B
            'remove_pruning', 'magnitude_prune', 'unit_norms', 'structured_prune', 'sensitivity_analysis',
            'sensitivity_table', 'plot_sensitivity', 'choose_ratios', 'polynomial_schedule', 'iterative_prune',
            'encode_csr', 'decode_csr', 'encode_delta', 'decode_delta', 'pack_bits', 'unpack_bits', 'compress_weight',
-           'decompress_weight', 'CompressedModel', 'load', 'compress', 'save_dense', 'benchmark_inference',
+           'decompress_weight', 'CompressedModel', 'load_compressed', 'compress', 'save_dense', 'benchmark_inference',
            'measure_speedup', 'csr_matmul', 'SparseLinear', 'to_sparse']
 
 # %% ../../modules/18_compression/compression_dev.py #3ca27552
@@ -595,9 +595,9 @@ def decompress_weight(entry: dict) -> np.ndarray:
     flat[positions] = values
     return flat.reshape(shape)
 
-# %% ../../modules/18_compression/compression_dev.py #d009408d
+# %% ../../modules/18_compression/compression_dev.py #b9aa6f6d
 MAGIC = b"TTCZ"
-FORMAT_VERSION = 1            # every header says which layout it uses; `load` refuses the others
+FORMAT_VERSION = 1            # every header says which layout it uses; `load_compressed` refuses the others
 MAX_HEADER_BYTES = 1 << 20    # 1 MiB of JSON; a real header is a few KB, so more is damage or a zip bomb
 MAX_PARAMETERS = 1 << 27      # 134M floats (512 MB): far beyond any model here; caps what `decompress` allocates
 MAX_DEPTH = 32                # Sequentials nested inside Sequentials, at most this deep
@@ -724,12 +724,12 @@ class CompressedModel:
         return f"CompressedModel({len(self.weights)} weights, {self.nbytes:,} bytes: {parts})"
 
 
-# The checks `load` makes, in the order it makes them. A file is untrusted input: it may be cut
+# The checks `load_compressed` makes, in the order it makes them. A file is untrusted input: it may be cut
 # short, damaged on disk or written by someone hostile, so nothing it says is used (to allocate,
 # to index, to build a layer) before it has been checked.
 
 class _Refused(ValueError):
-    "What `_check` raises; `load` turns it into a ValueError that also names the file."
+    "What `_check` raises; `load_compressed` turns it into a ValueError that also names the file."
 
 
 def _check(ok, problem: str) -> None:
@@ -963,7 +963,7 @@ def _parse(data: bytes) -> CompressedModel:
     return CompressedModel(header["architecture"], entries["weights"], entries["biases"])
 
 
-def load(path) -> CompressedModel:
+def load_compressed(path) -> CompressedModel:
     """Read a `.ttcz` file written by `CompressedModel.save`.
 
     Error contract: a file that `save` did not write, or that was cut short or damaged since,
@@ -983,7 +983,7 @@ def load(path) -> CompressedModel:
       `MAX_DEPTH` "deep"; more than `MAX_PARAMETERS` "parameters"; stored parameters or shapes that
       are "not the architecture's"; index positions outside the weight ("CSR" offsets or columns,
       a "bitmask" with the wrong count, deltas "beyond the weight").
-    `load` holds the file and at most `MAX_HEADER_BYTES` more before the checks pass, and nothing in
+    `load_compressed` holds the file and at most `MAX_HEADER_BYTES` more before the checks pass, and nothing in
     the file runs (JSON and raw bytes only, never pickle). A model it returns decompresses without
     error. A file that cannot be read at all raises `OSError`, as `open` does.
     """
