@@ -25,15 +25,6 @@ ROOT = Path(__file__).resolve().parent.parent
 MODULE = "18_compression"
 
 
-def wrong_source(source: Path, task: str) -> str:
-    """The reference source with `task` answered wrongly: its stub line becomes `return None`."""
-    from tito.grade import mixed_source
-
-    text = mixed_source(source, {task})
-    stub = f'raise NotImplementedError("Task {task}: not implemented yet; replace this line with your code")'
-    return text.replace(stub, "return None  # a wrong answer")
-
-
 def make_class(folder: Path, size: int, seed: int) -> dict[str, dict]:
     """Write `size` submissions into `folder`; what each task of each one earns (None: a wrong
     answer, which may pass some of its task's checks but not all)."""
@@ -59,7 +50,7 @@ def make_class(folder: Path, size: int, seed: int) -> dict[str, dict]:
             if kind == "one stub":
                 text = mixed_source(module.source, {task})
             else:
-                text, wrong = wrong_source(module.source, task), task
+                text, wrong = mixed_source(module.source, {task}, answer="return None  # a wrong answer"), task
         name = f"s{number:02d}_{kind.replace(' ', '_')}_{wrong or ''}".rstrip("_")
         (folder / f"{name}.py").write_text(text, encoding="utf-8")
         expected[name] = {t: None if t == wrong else points[t] if t in solved else 0.0 for t in tasks}

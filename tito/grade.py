@@ -1174,18 +1174,20 @@ def write_gradebook(kit: Kit, path: Path, entries: list, all_results: dict, assi
 # Self-check and listing
 
 
-def mixed_source(source: Path, stubbed: set[str]) -> str:
-    """The reference module source with the tasks in `stubbed` left as the released stub."""
+def mixed_source(source: Path, stubbed: set[str], answer: str | None = None) -> str:
+    """The reference module source with the tasks in `stubbed` left as the released stub, or, with
+    `answer`, with that line (e.g. a wrong `return None`) where each stub raises."""
     import jupytext
 
-    from .graded import _nbgrader, release_source
+    from .graded import _nbgrader, release_source, stub_line
 
     solution = jupytext.read(source, fmt="py:percent")
     stub = jupytext.reads(release_source(source, stub=True), fmt="py:percent")
     for mine, released in zip(solution.cells, stub.cells):
         meta = _nbgrader(mine)
-        if meta.get("solution") and meta.get("grade_id") in stubbed:
-            mine.source = released.source
+        task = meta.get("grade_id")
+        if meta.get("solution") and task in stubbed:
+            mine.source = released.source if answer is None else released.source.replace(stub_line(task), answer)
     return jupytext.writes(solution, fmt="py:percent")
 
 

@@ -135,6 +135,11 @@ def _marker_lines(lines: list[str], begin: str, end: str, where: str) -> list[tu
     return regions
 
 
+def stub_line(task: str) -> str:
+    """The line a released stub raises at (tito test and tito grade recognise it by "Task <id>:")."""
+    return f'raise NotImplementedError("Task {task}: not implemented yet; replace this line with your code")'
+
+
 def stub_code(source: str, task: str, where: str) -> str:
     """Replace every solution region, keeping its indentation, with a NotImplementedError stub."""
     lines = source.split("\n")
@@ -143,7 +148,7 @@ def stub_code(source: str, task: str, where: str) -> str:
         indent = lines[start][: len(lines[start]) - len(lines[start].lstrip())]
         lines[start:end + 1] = [
             f"{indent}# YOUR CODE HERE",
-            f'{indent}raise NotImplementedError("Task {task}: not implemented yet; replace this line with your code")',
+            f"{indent}{stub_line(task)}",
         ]
     return "\n".join(lines)
 
