@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from . import ONE_BLAS_THREAD
 from .errors import TitoError
 from .modules import repo_root, resolve
 
@@ -19,9 +20,7 @@ SCRATCH = Path("bench_results") / "scratch"  # git-ignored default output
 
 
 def bench_env(root: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[name] = "1"
+    env = {**os.environ, **ONE_BLAS_THREAD}  # forced, not defaulted: no table is about threading
     env["MPLBACKEND"] = "Agg"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH", "")]))
     return env

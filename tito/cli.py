@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from . import ONE_BLAS_THREAD
 from .errors import TitoError
 from .modules import Module, all_modules, repo_root, resolve
 
@@ -323,9 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # Course models are small: one BLAS thread is as fast, and steadier on shared cores.
-    # Set before anything imports NumPy.
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    # Before anything imports NumPy; every process tito starts inherits them.
+    for name, value in ONE_BLAS_THREAD.items():
+        os.environ.setdefault(name, value)
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

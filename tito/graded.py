@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,26 @@ DEFAULT_LIMITS = {"test_timeout": 60.0, "total_timeout": 900.0, "memory_mb": 204
 
 def is_hidden_test(path: Path) -> bool:
     return path.name.startswith(HIDDEN_PREFIX) and path.suffix == ".py"
+
+
+def shared_tests(tests: Path) -> list[Path]:
+    """What every module's tests may use, beside the module folders in `tests/`: its `.py` files
+    (conftest.py) and its `_`-named folders (`_shared/`). A release and a grading kit copy them
+    with the module's tests (copy_shared_tests)."""
+    if not tests.is_dir():
+        return []
+    return sorted(p for p in tests.iterdir() if (p.is_file() and p.suffix == ".py")
+                  or (p.is_dir() and p.name.startswith("_") and not p.name.startswith("__")))
+
+
+def copy_shared_tests(tests: Path, dest: Path, ignore) -> None:
+    "Copy shared_tests(tests) into the folder `dest` (a copy's tests/), folders filtered by `ignore`."
+    dest.mkdir(parents=True, exist_ok=True)
+    for path in shared_tests(tests):
+        if path.is_dir():
+            shutil.copytree(path, dest / path.name, ignore=ignore)
+        else:
+            shutil.copyfile(path, dest / path.name)
 
 
 # --------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from hypothesis.extra.numpy import arrays
 
 from tinytorch.core.activations import ReLU, Sigmoid, Softmax, Tanh
 from tinytorch.core.tensor import Tensor
+from gradcheck import numerical_grad
 
 ACTIVATIONS = [ReLU(), Sigmoid(), Tanh(), Softmax(), Softmax(dim=0)]
 
@@ -22,20 +23,6 @@ def numpy_oracle(act, x):
         return np.tanh(x)
     z = x - x.max(axis=act.dim, keepdims=True)
     return np.exp(z) / np.exp(z).sum(axis=act.dim, keepdims=True)
-
-
-def numeric_grad(f, x, eps=1e-6):
-    "Central finite differences of the scalar f at x (float64)."
-    grad = np.zeros_like(x)
-    for i in np.ndindex(x.shape):
-        old = x[i]
-        x[i] = old + eps
-        up = f(x)
-        x[i] = old - eps
-        down = f(x)
-        x[i] = old
-        grad[i] = (up - down) / (2 * eps)
-    return grad
 
 
 @pytest.mark.parametrize("act", ACTIVATIONS, ids=repr)
@@ -106,7 +93,7 @@ def test_gradient_matches_finite_differences(act):
 
     t = Tensor(x, requires_grad=True, dtype=np.float64)
     (act(t) * weights).sum().backward()
-    expected = numeric_grad(lambda v: float((numpy_oracle(act, v) * weights).sum()), x.copy())
+    expected = numerical_grad(lambda v: float((numpy_oracle(act, v) * weights).sum()), x.copy())
     np.testing.assert_allclose(t.grad, expected, rtol=1e-6, atol=1e-8)
 
 

@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 
 from tinytorch.core.tensor import Tensor
 from tinytorch.core.spatial import (Conv2d, MaxPool2d, col2im, conv2d, conv_output_shape, im2col)
+from gradcheck import numerical_grad
 
 
 # -- oracles: plain loops, written independently of the implementation -----------------------
@@ -39,20 +40,6 @@ def maxpool_loops(x, kernel, stride):
                 for j in range(Wo):
                     out[n, c, i, j] = x[n, c, i * sh:i * sh + kh, j * sw:j * sw + kw].max()
     return out
-
-
-def numerical_grad(f, array, eps=1e-6):
-    "Central differences of the scalar f() with respect to every entry of `array` (in place)."
-    grad = np.zeros_like(array)
-    for index in np.ndindex(array.shape):
-        saved = array[index]
-        array[index] = saved + eps
-        up = f()
-        array[index] = saved - eps
-        down = f()
-        array[index] = saved
-        grad[index] = (up - down) / (2 * eps)
-    return grad
 
 
 conv_cases = st.fixed_dictionaries({
@@ -131,8 +118,8 @@ def test_conv2d_gradients_match_finite_differences(case):
     out = conv2d(xt, wt, bt, stride, padding)
     out.backward(R)
 
-    def loss():
-        # the same weighted sum, recomputed from the arrays the finite differences nudge
+    def loss(_nudged):
+        # the same weighted sum, recomputed from the arrays the finite differences nudge in place
         return float(np.sum(conv2d(Tensor(x, dtype=np.float64), Tensor(w, dtype=np.float64),
                                    None if b is None else Tensor(b, dtype=np.float64),
                                    stride, padding).data * R))
@@ -243,8 +230,8 @@ def test_maxpool_gradient_matches_finite_differences():
     R = rng.standard_normal((2, 3, 2, 2))
     xt = Tensor(x, requires_grad=True, dtype=np.float64)
     MaxPool2d(3, stride=2)(xt).backward(R)
-    loss = lambda: float(np.sum(MaxPool2d(3, stride=2)(Tensor(x, dtype=np.float64)).data * R))
-    np.testing.assert_allclose(xt.grad, numerical_grad(loss, x, eps=1e-4), rtol=1e-6, atol=1e-8)
+    loss = lambda _nudged: float(np.sum(MaxPool2d(3, stride=2)(Tensor(x, dtype=np.float64)).data * R))
+    np.testing.assert_allclose(xt.grad, numerical_grad(loss, x, h=1e-4), rtol=1e-6, atol=1e-8)
 
 
 def test_maxpool_rejects_bad_input():

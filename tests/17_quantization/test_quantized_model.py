@@ -8,19 +8,11 @@ from tinytorch.compression.quantize import (
 )
 from tinytorch.core.activations import ReLU
 from tinytorch.core.layers import Dropout, Flatten, Linear, Module, Sequential
-from tinytorch.core.models import digits_mlp, train_digits_model
+from tinytorch.core.models import digits_mlp
 from tinytorch.core.spatial import Conv2d, MaxPool2d
 from tinytorch.core.tensor import Tensor
 from tinytorch.core.training import evaluate
 from tinytorch.data.loader import digits_loaders
-
-
-@pytest.fixture(scope="module")
-def trained_mlp():
-    "The reference digits MLP, trained once for the whole file."
-    model = digits_mlp(seed=0)
-    train_digits_model(model, seed=0)
-    return model
 
 
 @pytest.fixture(scope="module")
@@ -206,7 +198,8 @@ def test_lower_bits_store_codes_in_their_range():
 # --- acceptance on the trained digits MLP ------------------------------------------------
 
 @pytest.mark.parametrize("per_channel", [False, True])
-def test_int8_digits_mlp_keeps_accuracy_and_is_about_4x_smaller(trained_mlp, test_loader, per_channel):
+def test_int8_digits_mlp_keeps_accuracy_and_is_about_4x_smaller(trained_digits, test_loader, per_channel):
+    trained_mlp, _ = trained_digits("mlp")  # the reference digits MLP, fully trained
     fp32_acc = evaluate(trained_mlp, test_loader)
     assert fp32_acc >= 0.96
     qmodel = quantize_model(trained_mlp, per_channel=per_channel)
@@ -217,7 +210,8 @@ def test_int8_digits_mlp_keeps_accuracy_and_is_about_4x_smaller(trained_mlp, tes
     assert 3.5 <= ratio <= 4.0
 
 
-def test_int8_predictions_mostly_agree_with_fp32(trained_mlp, test_loader):
+def test_int8_predictions_mostly_agree_with_fp32(trained_digits, test_loader):
+    trained_mlp, _ = trained_digits("mlp")
     qmodel = quantize_model(trained_mlp)
     trained_mlp.eval()
     agree = total = 0

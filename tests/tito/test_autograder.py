@@ -32,7 +32,7 @@ def test_bundle_layout(bundle):
         names = set(z.namelist())
         modes = {i.filename: (i.external_attr >> 16) & 0o777 for i in z.infolist()}
     for required in ("setup.sh", "run_autograder", "requirements.txt", "README.md", "kit/manifest.json",
-                     "kit/grade_child.py",
+                     "kit/grade_child.py", "kit/tests/conftest.py", "kit/tests/_shared/course_oracles.py",
                      "kit/tests/02_prune/test_hidden_prune.py", "kit/pkg/tinytorch/core/tensor.py", "tito/grade.py"):
         assert required in names
     assert modes["run_autograder"] == 0o755 and modes["setup.sh"] == 0o755

@@ -283,10 +283,12 @@ def test_monkeypatch_attack_is_real_without_tito(course, tmp_path):
     import sys
 
     from tito.grade_export import export_submission
+    from tito.graded import copy_shared_tests
 
     root = tmp_path / "naive"
     shutil.copytree(course / "tinytorch", root / "tinytorch")
-    shutil.copytree(course / "tests" / "02_prune", root / "tests")
+    shutil.copytree(course / "tests" / "02_prune", root / "tests" / "02_prune")
+    copy_shared_tests(course / "tests", root / "tests", None)  # conftest.py and _shared/, which the tests use
     (root / "tinytorch" / "compression" / "prune.py").unlink()
     export_submission(SUBMISSIONS / "monkeypatch.py", root / "tinytorch", ["compression/prune.py"])
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--import-mode=importlib",
@@ -309,6 +311,13 @@ def test_without_landlock_the_audit_hook_still_protects_files(cli):
     assert "sandbox: audit hook only" in proc.stdout and "total: 4 / 5" in proc.stdout
     assert sorted(p.name for p in cli["outside"].iterdir()) == ["canary.txt"]
     assert (cli["outside"] / "canary.txt").read_text() == "instructor data\n"
+
+
+def test_kit_ships_the_shared_test_helpers(kit, course):
+    # tests/conftest.py and tests/_shared/ beside the module folders: test_prune.py imports from _shared/
+    for name in ("conftest.py", "_shared/course_oracles.py"):
+        assert (kit.folder / "tests" / name).read_text() == (course / "tests" / name).read_text()
+    assert sorted(p.name for p in (kit.folder / "tests").iterdir()) == ["02_prune", "_shared", "conftest.py"]
 
 
 def test_list_shows_tasks_and_total(cli):

@@ -37,6 +37,12 @@ def test_hidden_tests_are_left_out(released):
     assert "HIDDEN TESTS" not in source and "t.mask.dtype == bool" not in source
 
 
+def test_shared_test_helpers_ship_with_the_tests(released, course):
+    # tests/conftest.py and tests/_shared/: every module's tests may use them (test_prune.py does)
+    for name in ("conftest.py", "_shared/course_oracles.py"):
+        assert (released / "tests" / name).read_text() == (course / "tests" / name).read_text()
+
+
 def test_foundation_modules_keep_their_code(released, course):
     assert (released / "modules" / "01_tensor" / "tensor_dev.py").read_text() == \
         (course / "modules" / "01_tensor" / "tensor_dev.py").read_text()
