@@ -1,5 +1,5 @@
 """`tito compress`: the main job. Train a digits model, prune it with fine-tuning, quantize it to
-INT8, write the file (`.ttcz`, the format of `tinytorch.compression.prune.load`), load it back and
+INT8, write the file (`.ttcz`, the format of `tinytorch.compression.storage.load_compressed`), load it back and
 print what was gained and what it cost."""
 from __future__ import annotations
 
@@ -31,8 +31,9 @@ def _row(cells, widths):
 
 def run_compress(args) -> int:
     _check(args)
-    from tinytorch.compression.prune import (compress, iterative_prune, layer_sparsity, load_compressed,
-                                             measure_sparsity, save_dense)
+    from tinytorch.compression.pipeline import compress, save_dense
+    from tinytorch.compression.prune import iterative_prune, layer_sparsity, measure_sparsity
+    from tinytorch.compression.storage import load_compressed
     from tinytorch.core.models import digits_cnn, digits_mlp, train_digits_model
     from tinytorch.core.tensor import manual_seed
     from tinytorch.core.training import evaluate

@@ -129,24 +129,29 @@ def _write_init_files(lib: Path) -> None:
             init.write_text("", encoding="utf-8")
 
 
-def export_module(module: Module, root: Path | None = None, quiet: bool = False) -> list[Path]:
-    """Export one module into `tinytorch/`; returns the package files it wrote."""
-    root = root or repo_root()
-    source = module.source
-    sync_newer_notebook(module, root, quiet=quiet)
+def export_notebook(source: Path, staged: Path, lib: Path) -> None:
+    """Check one notebook and export it into `staged`, a staging copy of the package `lib`."""
     nb = read_notebook(source)
     pristine = copy.deepcopy(nb)  # the check marks up the cells; a copy is 100x cheaper than a re-parse
     _check_exported_cells(source, nb)
+    try:
+        _export_to(pristine, source.resolve(), staged, lib.resolve())
+    except TitoError:
+        raise
+    except Exception as exc:
+        raise TitoError(f"{source}: nbdev could not export it ({type(exc).__name__}: {exc})") from None
+
+
+def export_module(module: Module, root: Path | None = None, quiet: bool = False) -> list[Path]:
+    """Export one module into `tinytorch/`; returns the package files it wrote."""
+    root = root or repo_root()
+    sync_newer_notebook(module, root, quiet=quiet)
     lib = root / LIB
     with tempfile.TemporaryDirectory(prefix="tito-export-") as tmp:
         staged = Path(tmp) / LIB
         staged.mkdir()
-        try:
-            _export_to(pristine, source.resolve(), staged, lib.resolve())
-        except TitoError:
-            raise
-        except Exception as exc:
-            raise TitoError(f"{source}: nbdev could not export it ({type(exc).__name__}: {exc})") from None
+        for source in module.sources:
+            export_notebook(source, staged, lib)
         assets = module.folder / ASSETS
         produced = sorted(p for p in staged.rglob("*.py"))
         if assets.is_dir() and produced:

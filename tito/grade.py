@@ -30,8 +30,9 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import ONE_BLAS_THREAD
 from .errors import TitoError
-from .graded import DEFAULT_LIMITS, is_hidden_test, load_points
+from .graded import DEFAULT_LIMITS, copy_shared_tests, is_hidden_test, load_points
 
 LIB = "tinytorch"
 CHILD = Path(__file__).with_name("grade_child.py")
@@ -69,9 +70,11 @@ class Kit:
         return cls(folder, json.loads(path.read_text(encoding="utf-8")))
 
 
+_IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache", ".hypothesis", ".ipynb_checkpoints")
+
+
 def _copytree(src: Path, dst: Path) -> None:
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache",
-                                                             ".hypothesis", ".ipynb_checkpoints"))
+    shutil.copytree(src, dst, ignore=_IGNORED)
 
 
 def _source_number(path: Path) -> int | None:
@@ -92,9 +95,7 @@ def _clean_env(sandbox: Path | None = None) -> dict[str, str]:
         "MPLBACKEND": "Agg",
         "PYTHONHASHSEED": "0",
         "PYTHONDONTWRITEBYTECODE": "1",
-        "OMP_NUM_THREADS": "1",
-        "OPENBLAS_NUM_THREADS": "1",
-        "MKL_NUM_THREADS": "1",
+        **ONE_BLAS_THREAD,
         "TITO_GRADING": "1",
         # third-party pytest plugins cost ~0.5 s per start; the kit names the ones tests need
         "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
@@ -161,6 +162,8 @@ def build_kit(root: Path, module, dest: Path, reference: Path | None = None) -> 
         raise TitoError(f"{LIB}/ is missing: run 'tito export --all' first")
     dest.mkdir(parents=True)
     _copytree(tests_folder, dest / "tests" / module.id)
+    # conftest.py and _shared/ beside the module folders: the module's tests use them too
+    copy_shared_tests(root / "tests", dest / "tests", _IGNORED)
     _copytree(lib, dest / "pkg" / LIB)
     shutil.copyfile(CHILD, dest / "grade_child.py")
     (dest / "pytest.ini").write_text(PYTEST_INI, encoding="utf-8")
@@ -182,11 +185,16 @@ def build_kit(root: Path, module, dest: Path, reference: Path | None = None) -> 
             raise TitoError(f"{reference}: exports nothing")
         for relative in targets:
             (dest / "pkg" / LIB / relative).unlink(missing_ok=True)
+        for path in sorted((dest / "pkg" / LIB).rglob("*.py")):
+            number = _source_number(path)
+            if number is not None and number > int(module.number):
+                path.unlink()  # a later module's solutions: graded code has no business with them
         student_modules = [f"{LIB}." + t[:-3].replace("/", ".").removesuffix(".__init__") for t in targets]
         trusted = [LIB]
         for path in sorted((dest / "pkg" / LIB).rglob("*.py")):
             number = _source_number(path)
-            if number is not None and number < int(module.number):
+            # Earlier modules and this module's given notebooks are reference code, not the student's.
+            if number is not None and number <= int(module.number):
                 trusted.append(f"{LIB}." + path.relative_to(dest / "pkg" / LIB).as_posix()[:-3].replace("/", "."))
 
         # Collect the tests against the reference, in a throwaway copy of the package.

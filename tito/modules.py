@@ -35,6 +35,17 @@ class Module:
         return self.folder / f"{self.name}_dev.py"
 
     @property
+    def given(self) -> list[Path]:
+        """Notebooks of given code beside the lesson (`storage_dev.py`, ...): students read them,
+        they hold no exercises, and they export with the lesson."""
+        return sorted(p for p in self.folder.glob("*_dev.py") if p != self.source)
+
+    @property
+    def sources(self) -> list[Path]:
+        """Every notebook the module exports: the lesson first, then its given notebooks."""
+        return [self.source, *self.given]
+
+    @property
     def notebook(self) -> Path:
         return self.folder / f"{self.name}_dev.ipynb"
 

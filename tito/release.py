@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 from .errors import TitoError
-from .graded import is_hidden_test, load_points, release_source, solution_tasks
+from .graded import copy_shared_tests, is_hidden_test, load_points, release_source, shared_tests, solution_tasks
 from .modules import Module, all_modules, resolve
 
 _SKIP = shutil.ignore_patterns("__pycache__", "*.pyc", "*.ipynb", ".ipynb_checkpoints", ".pytest_cache",
@@ -89,16 +89,23 @@ def release(root: Path, wanted: str, out: Path, force: bool = False) -> Path:
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
+        later = {m.id for m in all_modules(root) if int(m.number) > int(module.number)}
         for other in all_modules(root):
+            if other.id in later:
+                continue  # a later module's solutions are not the students' yet
             target = staging / "modules" / other.folder.name
             shutil.copytree(other.folder, target, ignore=_SKIP)
             text = release_source(other.source, stub=other == module)
             (target / other.source.name).write_text(text, encoding="utf-8")
         tests = root / "tests"
         if tests.is_dir():
-            for folder in sorted(p for p in tests.iterdir() if p.is_dir()):
+            shared = shared_tests(tests)
+            copy_shared_tests(tests, staging / "tests", _SKIP)
+            for folder in sorted(p for p in tests.iterdir() if p.is_dir() and p not in shared):
                 if folder.name == "tito" or folder.name.startswith((".", "__")):
                     continue  # the CLI's own tests are the instructors' business
+                if folder.name in later:
+                    continue
                 shutil.copytree(folder, staging / "tests" / folder.name, ignore=_SKIP)
                 for hidden in [p for p in (staging / "tests" / folder.name).rglob("*.py") if is_hidden_test(p)]:
                     hidden.unlink()

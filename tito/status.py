@@ -15,7 +15,8 @@ def _sync_state(module, root: Path) -> tuple[str, str]:
         staged = Path(tmp) / LIB
         staged.mkdir()
         try:
-            _export_to(read_notebook(module.source), module.source.resolve(), staged, (root / LIB).resolve())
+            for source in module.sources:
+                _export_to(read_notebook(source), source.resolve(), staged, (root / LIB).resolve())
         except (TitoError, Exception):
             return "no", "export fails"
         files = [p for p in staged.rglob("*.py")]

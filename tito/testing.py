@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import ONE_BLAS_THREAD
 from .errors import TitoError
 from .modules import Module
 
@@ -278,10 +279,8 @@ class ModuleResult:
 
 
 def _env(root: Path) -> dict[str, str]:
-    env = dict(os.environ)
+    env = {**ONE_BLAS_THREAD, **os.environ}  # unless the user chose otherwise
     env["MPLBACKEND"] = "Agg"
-    # Course models are small: one BLAS thread is as fast and far steadier on shared cores.
-    env.setdefault("OPENBLAS_NUM_THREADS", "1")
     tito_home = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(filter(None, [str(root), tito_home, env.get("PYTHONPATH", "")])))
     return env
@@ -327,6 +326,10 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _sources_digest(module: Module) -> str:
+    return ",".join(_digest(source) for source in module.sources)
+
+
 def export_if_changed(module: Module, root: Path) -> list[str]:
     """`tito export` for `tito test`, skipped when neither the source nor the exported files
     changed since the last export that `tito test` made (a stamp in .tito_state.json).
@@ -336,7 +339,7 @@ def export_if_changed(module: Module, root: Path) -> list[str]:
     state = remembered(root)
     stamp = (state.get("_exports") or {}).get(module.id) or {}
     try:
-        if stamp.get("source") == _digest(module.source) and stamp.get("files") and all(
+        if stamp.get("source") == _sources_digest(module) and stamp.get("files") and all(
                 (root / f).exists() and _digest(root / f) == d for f, d in stamp["files"].items()):
             return []
     except OSError:
@@ -348,7 +351,7 @@ def export_if_changed(module: Module, root: Path) -> list[str]:
     written = export_module(module, root, quiet=True)
     files = {str(p.relative_to(root)): _digest(p) for p in written if p.suffix == ".py"}
     state = remembered(root)
-    state.setdefault("_exports", {})[module.id] = {"source": _digest(module.source), "files": files}
+    state.setdefault("_exports", {})[module.id] = {"source": _sources_digest(module), "files": files}
     _write_state(root, state)
     return sorted(path for path, stamp in seen().items() if before.get(path) != stamp)
 

@@ -5,9 +5,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from tinytorch.compression.prune import (INDEX_FORMATS, compress, compress_weight, decode_csr, decode_delta,
-                                         decompress_weight, encode_csr, encode_delta, load_compressed, pack_bits,
-                                         save_dense, unpack_bits)
+from tinytorch.compression.pipeline import compress, save_dense
+from tinytorch.compression.prune import compress_weight, encode_csr, encode_delta
+from tinytorch.compression.storage import (INDEX_FORMATS, decode_csr, decode_delta, decompress_weight, load_compressed,
+                                           pack_bits, unpack_bits)
 from tinytorch.core.training import evaluate
 from compression_oracles import oracle_prune, zero_fraction
 

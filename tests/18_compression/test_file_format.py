@@ -14,8 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tinytorch.compression import prune
-from tinytorch.compression.prune import MAGIC, compress, load_compressed
+from tinytorch.compression import storage
+from tinytorch.compression.pipeline import compress
+from tinytorch.compression.storage import MAGIC, load_compressed
 from tinytorch.core.activations import ReLU, Sigmoid, Softmax, Tanh
 from tinytorch.core.layers import Dropout, Flatten, Linear, Sequential
 from tinytorch.core.spatial import Conv2d, MaxPool2d
@@ -155,7 +156,7 @@ CASES = [
     ("header-not-zlib", raw_header(b"this is not deflated"), "not zlib data", []),
     ("header-zlib-incomplete", raw_header(zlib.compress(b'{"a": 1}')[:-3]), "not one complete zlib stream", []),
     ("header-zlib-then-junk", raw_header(zlib.compress(b'{"a": 1}') + b"junk"), "not one complete zlib stream", []),
-    ("decompression-bomb", bomb, "inflates to more than", [f"{prune.MAX_HEADER_BYTES:,} bytes"]),
+    ("decompression-bomb", bomb, "inflates to more than", [f"{storage.MAX_HEADER_BYTES:,} bytes"]),
     ("header-not-json", raw_header(zlib.compress(b"{architecture: Linear}")), "not JSON", []),
     ("header-not-utf8", raw_header(zlib.compress(b"\xff\xfe{}")), "not JSON", ["UnicodeDecodeError"]),
     ("header-nested-too-deep", lambda: forge(None, raw=zlib.compress(_deep_header())), "not JSON", []),
@@ -188,9 +189,9 @@ CASES = [
      "must be", ["'kernel'", "two positive ints"]),
     ("dropout-nan", edit(lambda h, c: h["architecture"]["layers"][2].update(p=float("nan"))), "must be", ["'p'"]),
     ("huge-architecture", edit(lambda h, c: h["architecture"]["layers"][3].update({"in": 10**8, "out": 10**8})),
-     "parameters", [f"more than {prune.MAX_PARAMETERS:,}"]),
+     "parameters", [f"more than {storage.MAX_PARAMETERS:,}"]),
     ("nested-too-deep", edit(lambda h, c: h["architecture"]["layers"].__setitem__(4, nest(40))), "deep",
-     [f"more than {prune.MAX_DEPTH}"]),
+     [f"more than {storage.MAX_DEPTH}"]),
     ("names-do-not-match-layers", edit(lambda h, c: h["architecture"]["names"].pop()), "must be", ["'names'"]),
     ("weight-missing", edit(_drop_weight), "not the architecture's", ["missing ['features.0.weight']"]),
     ("weight-and-bias", edit(lambda h, c: h["biases"].update({"fc.weight": h["weights"]["fc.weight"]})),
@@ -251,7 +252,7 @@ def test_save_load_save_is_byte_identical(index, bits, tmp_path):
 
 def test_the_header_carries_the_format_version():
     header, _ = split(valid_file())
-    assert header["version"] == prune.FORMAT_VERSION == 1
+    assert header["version"] == storage.FORMAT_VERSION == 1
 
 
 def test_a_file_from_before_versions_loads_as_version_1(tmp_path):
@@ -274,7 +275,7 @@ def test_a_decompression_bomb_is_refused_without_inflating_it(tmp_path):
         tracemalloc.stop()
     # The file (about 64 KB, read and sliced) plus at most MAX_HEADER_BYTES of inflated header; the
     # bomb itself would be 64 MiB.
-    assert peak < 2 * prune.MAX_HEADER_BYTES + 4 * path.stat().st_size < BOMB_BYTES // 8, peak
+    assert peak < 2 * storage.MAX_HEADER_BYTES + 4 * path.stat().st_size < BOMB_BYTES // 8, peak
 
 
 def damage(data: bytes, cuts: list, flips: list, extra: bytes) -> bytes:
@@ -299,7 +300,7 @@ def test_random_damage_loads_a_working_model_or_raises_value_error(index, bits, 
     model = cm.decompress()  # a file load_compressed accepts always decompresses
     assert {name: p.data.shape for name, p in model.named_parameters()} == SHAPES
     for entry in {**cm.weights, **cm.biases}.values():
-        assert list(prune.decompress_weight(entry).shape) == entry["shape"]
+        assert list(storage.decompress_weight(entry).shape) == entry["shape"]
 
 
 def _places(obj, at=()):

@@ -5,8 +5,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from tinytorch.compression.prune import (SparseLinear, benchmark_inference, csr_matmul,
-                                         measure_speedup, to_sparse)
+from tinytorch.compression.prune import benchmark_inference, csr_matmul
+from tinytorch.compression.sparse import SparseLinear, measure_speedup, to_sparse
 from tinytorch.core.autograd import is_grad_enabled
 from tinytorch.core.activations import ReLU
 from tinytorch.core.layers import Dropout, Linear, Sequential

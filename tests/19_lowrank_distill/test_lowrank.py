@@ -13,7 +13,8 @@ from hypothesis.extra import numpy as hnp
 
 from tinytorch.compression.lowrank import (choose_ranks, count_flops, factorize_model, low_rank_factorize,
                                            rank_for_energy)
-from tinytorch.compression.prune import magnitude_prune, to_sparse
+from tinytorch.compression.prune import magnitude_prune
+from tinytorch.compression.sparse import to_sparse
 from tinytorch.compression.quantize import quantize_model
 from tinytorch.core.activations import ReLU
 from tinytorch.core.layers import Flatten, Linear, Sequential
