@@ -243,6 +243,41 @@ assert abs(w.data[0] - 3.0) < 1e-3, w.data
 print("✓ zero_grad / backward / step drives w to the minimum at 3")
 
 # %% [markdown]
+# ## 6. A learning-rate schedule
+#
+# Large steps at first, then smaller ones, so the last epochs polish the weights instead of
+# bouncing between solutions. `CosineLR` is a `fit` callback (module 07): after epoch `e` of `E` it sets
+#
+# $$\text{lr} = \text{lr}_0 \cdot \tfrac12\left(1 + \cos\left(\pi \tfrac{e+1}{E}\right)\right).$$
+
+# %%
+#| export
+class CosineLR:
+    "`fit` callback: cosine-decays `optimizer.lr` from its current value to 0 over `epochs`."
+
+    def __init__(self, optimizer, epochs: int):
+        if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs <= 0:
+            raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+        self.optimizer, self.epochs, self.base_lr = optimizer, int(epochs), optimizer.lr
+
+    def on_epoch_end(self, model, epoch: int, history: dict) -> None:
+        done = min(epoch + 1, self.epochs) / self.epochs
+        self.optimizer.lr = self.base_lr * 0.5 * (1.0 + np.cos(np.pi * done))
+
+# %%
+class FakeOptimizer:
+    lr = 0.1
+
+opt = FakeOptimizer()
+schedule = CosineLR(opt, epochs=4)
+rates = []
+for e in range(4):
+    schedule.on_epoch_end(None, e, {})
+    rates.append(round(opt.lr, 6))
+assert rates == [0.085355, 0.05, 0.014645, 0.0], rates
+print("✓ CosineLR: 0.1 -> 0.085, 0.05, 0.015, 0")
+
+# %% [markdown]
 # ## Summary
 # - `zero_grad()`, `loss.backward()`, `step()`: the three lines of every training loop.
 # - SGD + momentum smooths the gradient; Adam also rescales it per weight.

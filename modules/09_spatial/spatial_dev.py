@@ -378,7 +378,7 @@ import numpy as np
 from tinytorch.core.activations import ReLU
 from tinytorch.core.layers import Flatten, Linear, Module, Sequential
 from tinytorch.core.losses import CrossEntropyLoss
-from tinytorch.core.optimizers import Adam
+from tinytorch.core.optimizers import Adam, CosineLR
 from tinytorch.core.spatial import Conv2d, MaxPool2d
 from tinytorch.core.training import fit
 from tinytorch.data.loader import digits_loaders
@@ -421,36 +421,7 @@ print("✓ digits_mlp and digits_cnn: (n, 10) logits, 50,826 and 6,090 weights, 
 # Adam with a *cosine* learning-rate schedule: large steps at first, then the rate shrinks
 # smoothly to zero, so the last epochs polish the weights instead of bouncing between
 # solutions (with a constant rate the test accuracy jumps by a percent from epoch to epoch).
-# `CosineLR` is a `fit` callback: after epoch `e` of `E` it sets
-#
-# $$\text{lr} = \text{lr}_0 \cdot \tfrac12\left(1 + \cos\left(\pi \tfrac{e+1}{E}\right)\right).$$
-
-# %%
-#| export core.models
-class CosineLR:
-    "`fit` callback: cosine-decays `optimizer.lr` from its current value to 0 over `epochs`."
-
-    def __init__(self, optimizer, epochs: int):
-        if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs <= 0:
-            raise ValueError(f"epochs must be a positive int, got {epochs!r}")
-        self.optimizer, self.epochs, self.base_lr = optimizer, int(epochs), optimizer.lr
-
-    def on_epoch_end(self, model, epoch: int, history: dict) -> None:
-        done = min(epoch + 1, self.epochs) / self.epochs
-        self.optimizer.lr = self.base_lr * 0.5 * (1.0 + np.cos(np.pi * done))
-
-# %%
-class FakeOptimizer:
-    lr = 0.1
-
-opt = FakeOptimizer()
-schedule = CosineLR(opt, epochs=4)
-rates = []
-for e in range(4):
-    schedule.on_epoch_end(None, e, {})
-    rates.append(round(opt.lr, 6))
-assert rates == [0.085355, 0.05, 0.014645, 0.0], rates
-print("✓ CosineLR: 0.1 -> 0.085, 0.05, 0.015, 0")
+# `CosineLR` (module 06, with the optimizers) sets the rate after every epoch.
 
 # %% [markdown]
 # `train_digits_model` looks at the first layer with weights: a `Conv2d` gets images

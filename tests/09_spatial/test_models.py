@@ -4,21 +4,10 @@ import pytest
 
 from tinytorch.core.activations import ReLU
 from tinytorch.core.layers import Flatten, Linear, Sequential
-from tinytorch.core.models import CosineLR, digits_cnn, digits_mlp, train_digits_model
+from tinytorch.core.models import digits_cnn, digits_mlp, train_digits_model
+from tinytorch.core.optimizers import CosineLR
 from tinytorch.core.spatial import Conv2d, MaxPool2d
 from tinytorch.core.tensor import Tensor
-
-
-@pytest.fixture(scope="module")
-def trained_mlp():
-    model = digits_mlp(seed=0)
-    return model, train_digits_model(model, seed=0)
-
-
-@pytest.fixture(scope="module")
-def trained_cnn():
-    model = digits_cnn(seed=0)
-    return model, train_digits_model(model, seed=0)
 
 
 def test_mlp_architecture():
@@ -47,13 +36,13 @@ def test_seed_fixes_the_initial_weights(build):
     assert not all(np.array_equal(a[k], c[k]) for k in a)
 
 
-def test_mlp_reaches_target(trained_mlp):
-    _, history = trained_mlp
+def test_mlp_reaches_target(trained_digits):
+    _, history = trained_digits("mlp")
     assert history["val_acc"][-1] >= 0.96, history["val_acc"]
 
 
-def test_cnn_reaches_target(trained_cnn):
-    _, history = trained_cnn
+def test_cnn_reaches_target(trained_digits):
+    _, history = trained_digits("cnn")
     assert history["val_acc"][-1] >= 0.97, history["val_acc"]
 
 
@@ -68,9 +57,9 @@ def test_training_is_deterministic(build):
     assert all(np.array_equal(runs[0][1][k], runs[1][1][k]) for k in runs[0][1])
 
 
-def test_trained_model_is_deterministic_across_fixtures(trained_mlp):
+def test_trained_model_is_deterministic_across_fixtures(trained_digits):
     # a fresh run with the same seed lands on the same accuracy as the fixture's run
-    _, history = trained_mlp
+    _, history = trained_digits("mlp")
     again = train_digits_model(digits_mlp(seed=0), seed=0)
     assert again["val_acc"] == history["val_acc"]
 
