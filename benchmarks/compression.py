@@ -25,15 +25,18 @@ from pathlib import Path
 
 import numpy as np
 
-from tinytorch.compression.prune import (SparseLinear, compress, iterative_prune, load_compressed, magnitude_prune,
-                                         measure_sparsity, save_dense, structured_prune, to_sparse)
+from tinytorch.compression.pipeline import compress, save_dense
+from tinytorch.compression.prune import iterative_prune, magnitude_prune, measure_sparsity, structured_prune
+from tinytorch.compression.sparse import SparseLinear, to_sparse
+from tinytorch.compression.storage import load_compressed
 from tinytorch.compression.prune import benchmark_inference, polynomial_schedule
 from tinytorch.compression.distill import distill
 from tinytorch.compression.lowrank import choose_ranks, count_flops, factorize_model
 from tinytorch.core.activations import ReLU
 from tinytorch.core.layers import Linear, Sequential
 from tinytorch.core.losses import CrossEntropyLoss
-from tinytorch.core.models import CosineLR, digits_cnn, digits_mlp, train_digits_model
+from tinytorch.core.models import digits_cnn, digits_mlp, train_digits_model
+from tinytorch.core.optimizers import CosineLR
 from tinytorch.core.optimizers import Adam
 from tinytorch.core.spatial import Conv2d
 from tinytorch.core.tensor import Tensor, manual_seed

@@ -221,6 +221,11 @@ def render_summary(result: dict, meta: dict, images: dict, report_link: str) -> 
     tables = {t["key"]: t for t in result["tables"]}
     lines = [*_run_lines(result, meta), f"- **Full report** (every row and note): [{report_link}]({report_link})", "",
              "**Targets**", "", targets_table(result["tables"]), ""]
+    details = [(title, t) for title, t in all_targets(result["tables"]) if t.get("detail")]
+    if details:
+        lines.extend(["**What the numbers say**", ""])
+        lines.extend(f"- **{t['target']}: {t['status']}.** {t['detail']}" for _, t in details)
+        lines.append("")
 
     def section(key, body):
         table = tables[key]
@@ -291,17 +296,42 @@ def write(result: dict, meta: dict, out: Path, root: Path | None = None) -> dict
     return written
 
 
+README_BEGIN = "<!-- benchmarks: begin. Rendered from benchmarks/results/results.json by " \
+               "`python -m benchmarks.report benchmarks/results --readme README.md`; do not edit by hand. -->"
+README_END = "<!-- benchmarks: end -->"
+
+
+def readme_block(readme_text: str) -> str:
+    "The rendered part of the README (between the markers), or ValueError if the markers are missing."
+    begin, end = readme_text.find(README_BEGIN), readme_text.find(README_END)
+    if begin < 0 or end < begin:
+        raise ValueError("README.md has no benchmarks block (the begin/end markers)")
+    return readme_text[begin + len(README_BEGIN):end].strip("\n")
+
+
+def update_readme(readme: Path, summary: str) -> None:
+    "Put `summary` (summary.md's text) between the README's markers."
+    text = readme.read_text(encoding="utf-8")
+    old = readme_block(text)
+    readme.write_text(text.replace(README_BEGIN + "\n" + old + "\n", README_BEGIN + "\n" + summary.strip("\n") + "\n", 1),
+                      encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> int:
     "`python -m benchmarks.report DIR`: render DIR/results.json again (after changing the layout, not the run)."
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.report", description=main.__doc__)
     parser.add_argument("folder", type=Path)
+    parser.add_argument("--readme", type=Path, help="also put summary.md into this README between its markers")
     args = parser.parse_args(argv)
     saved = json.loads((args.folder / "results.json").read_text(encoding="utf-8"))
     meta = saved.pop("meta")
     written = write(saved, meta, args.folder, root=Path(__file__).resolve().parent.parent)
-    print("wrote " + ", ".join(sorted(written)))
+    if args.readme:
+        update_readme(args.readme, written["summary.md"].read_text(encoding="utf-8"))
+        written["README"] = args.readme
+    print("wrote " + ", ".join(sorted(map(str, written))))
     return 0
 
 

@@ -220,3 +220,18 @@ def test_bench_refuses_modules_without_a_suite_and_bad_output(tmp_path):
     afile.write_text("x")
     proc = run_tito(REPO, "bench", "18_compression", "--tiny", "--out", str(afile))
     assert proc.returncode == 2 and "must be a folder" in proc.stderr
+
+
+def test_the_readme_shows_the_committed_full_run_as_rendered():
+    "The README's benchmark numbers are benchmarks/results/results.json rendered, not typed by hand."
+    import json
+
+    from benchmarks import report
+
+    root = REPO
+    saved = json.loads((root / "benchmarks" / "results" / "results.json").read_text(encoding="utf-8"))
+    meta = saved.pop("meta")
+    images = {t["key"]: f"benchmarks/results/{t['key']}.png" for t in saved["tables"] if t["key"] in report.PLOTS}
+    rendered = report.render_summary(saved, meta, images, "benchmarks/results/report.md")
+    block = report.readme_block((root / "README.md").read_text(encoding="utf-8"))
+    assert block == rendered.strip("\n"), "run: python -m benchmarks.report benchmarks/results --readme README.md"
