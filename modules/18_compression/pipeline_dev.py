@@ -1,8 +1,10 @@
 # %% [markdown]
 # # Module 18, given code: compress a model in one call
 #
-# > `compress` prunes a copy of a model and stores every weight with the lesson's `compress_weight`;
-# > `save_dense` writes the FP32 baseline in the same format. Read it; you do not edit it.
+# > `compress` prunes a copy of a model and stores every weight with the lesson's `compress_weight` (or as N:M positions, or with a weight-sharing codebook); `save_dense` writes the FP32 baseline in the same format.
+#
+# Read it; you do not edit it. The file format itself (version 2: a binary header, optional
+# Huffman coding of every stream of codes) is in `storage_dev.py`.
 
 # %%
 #| default_exp compression.pipeline
@@ -11,26 +13,151 @@
 #| export
 import copy
 
+import numpy as np
+
+from tinytorch.compression.nm import encode_nm, is_nm_sparse, position_bits
 from tinytorch.compression.prune import compress_weight, magnitude_prune, prunable_weights
-from tinytorch.compression.storage import CompressedModel, _check_value_bits, _layer_spec
+from tinytorch.compression.storage import (CODINGS, CompressedModel, _check_value_bits, _layer_spec, pack_bits,
+                                           unpack_bits)
+
+# %% [markdown]
+# Two kinds of entry go beyond the lesson's `compress_weight` (`storage_dev.py` describes them):
+#
+# - `_nm_entry`: an N:M sparse weight (every group of `m` consecutive inputs holds at most `n`
+#   nonzeros) stores `n` values per group and their places in it, `log2(m)` bits each, instead of
+#   delta gaps. The values are quantized exactly as `compress_weight` quantizes them.
+# - `_codebook_entry`: a weight whose surviving values all come from a codebook (k-means weight
+#   sharing, `share_weights` in `qat_dev.py`) stores the codebook and one index per value.
 
 # %%
 #| export
+def _nm_entry(weight: np.ndarray, bits: int, n: int, m: int, per_channel: bool) -> dict:
+    "An N:M entry of the `n`:`m` sparse `weight`, its values stored like `compress_weight`'s."
+    values, positions = encode_nm(weight, n, m)
+    count, width = values.size, position_bits(m)
+    flat = np.arange(count) // n * m + unpack_bits(positions, width, count)   # group g, place p: g * m + p
+    arrays = {}
+    if bits in (32, 16):
+        arrays["values"] = weight.ravel()[flat].astype(np.float32 if bits == 32 else np.float16)
+    else:  # compress_weight's codes for every weight, of which we keep the stored ones
+        dense = compress_weight(weight, bits=bits, index="dense", per_channel=per_channel)["arrays"]
+        arrays["values"] = pack_bits(unpack_bits(dense["values"], bits, weight.size)[flat], bits)
+        arrays["scale"] = dense["scale"]
+    arrays["positions"] = positions
+    return {"shape": list(weight.shape), "index": "nm", "bits": int(bits), "index_bits": width,
+            "count": int(count), "n": int(n), "m": int(m), "arrays": arrays}
+
+
+def _codebook_entry(name: str, entry: dict, codebook: np.ndarray) -> dict:
+    """`entry` (float32 values) with its values replaced by indices into `codebook`, which is stored too.
+    A zero at a stored position (a delta filler, a zero in an N:M group) needs 0.0 in the codebook:
+    it is appended if no centroid is exactly 0. Raises ValueError if a value is not in the codebook."""
+    values = entry["arrays"]["values"]
+    if (values == 0).any() and not (codebook == 0).any():
+        codebook = np.append(codebook, np.float32(0.0))
+    order = np.argsort(codebook, kind="stable")          # equal centroids: the first one is used
+    at = np.minimum(np.searchsorted(codebook[order], values), codebook.size - 1)
+    missing = codebook[order][at] != values
+    if missing.any():
+        raise ValueError(f"codebooks[{name!r}]: {int(missing.sum())} of the weight's {values.size} stored values "
+                         f"are not in its codebook (e.g. {values[missing][0]!r}); weights shared by share_weights "
+                         "take codebook values only")
+    bits = max(1, (codebook.size - 1).bit_length())
+    arrays = {key: a for key, a in entry["arrays"].items() if key != "values"}
+    arrays |= {"codebook": codebook, "values": pack_bits(order[at], bits)}
+    return {**entry, "bits": bits, "arrays": arrays}
+
+# %%
+_w = np.array([[0.5, 0.0, -0.25, 0.0, 0.0, 0.0, 1.0, 0.5]], dtype=np.float32)   # 2:4 sparse
+_nm = _nm_entry(_w, 32, 2, 4, per_channel=False)
+assert _nm["count"] == 4 and _nm["arrays"]["values"].tolist() == [0.5, -0.25, 1.0, 0.5]
+assert unpack_bits(_nm["arrays"]["positions"], 2, 4).tolist() == [0, 2, 2, 3]
+_shared = _codebook_entry("w", _nm, np.array([1.0, -0.25, 0.5], dtype=np.float32))
+assert _shared["bits"] == 2 and unpack_bits(_shared["arrays"]["values"], 2, 4).tolist() == [2, 1, 0, 2]
+print("✓ an N:M entry stores 2 values and 2 places per group; a codebook entry stores indices")
+
+# %% [markdown]
+# `compress` checks its arguments before it touches the model, then builds one entry per weight:
+# with a codebook if one is given for it, else as N:M positions if `nm` is given and the weight
+# is N:M sparse (its rows must tile into groups of `m`), else with the lesson's `compress_weight`.
+
+# %%
+#| export
+def _check_nm(nm) -> tuple | None:
+    ok = nm is None or (isinstance(nm, (tuple, list)) and len(nm) == 2
+                        and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in nm)
+                        and 2 <= nm[1] <= 1 << 16 and 1 <= nm[0] <= nm[1])
+    if not ok:
+        raise ValueError(f"nm must be None or a pair (n, m) of ints with 1 <= n <= m and 2 <= m <= 65536, got {nm!r}")
+    return None if nm is None else (int(nm[0]), int(nm[1]))
+
+
+def _check_codebooks(codebooks, names: list) -> dict:
+    "`{weight name: float32 codebook}`; a value may be a codebook or `share_weights`' (codebook, indices)."
+    if codebooks is None:
+        return {}
+    if not isinstance(codebooks, dict):
+        raise ValueError(f"codebooks must be a dict {{weight name: codebook}}, got {type(codebooks).__name__}")
+    unknown = sorted(set(codebooks) - set(names))
+    if unknown:
+        raise ValueError(f"codebooks: no prunable weight named {unknown}; prunable weights are {names}")
+    checked = {}
+    for name, value in codebooks.items():
+        book = np.asarray(value[0] if isinstance(value, tuple) else value)
+        if book.ndim != 1 or not 1 <= book.size <= 256 or book.dtype.kind not in "fiu" \
+                or not np.isfinite(book).all():
+            raise ValueError(f"codebooks[{name!r}] must be a 1-d array of 1 to 256 finite numbers, "
+                             f"got shape {book.shape} and dtype {book.dtype}")
+        checked[name] = book.astype(np.float32)
+    return checked
+
+
+def _fits_nm(weight: np.ndarray, n: int, m: int) -> bool:
+    "Whether `weight` is `n`:`m` sparse along its inputs (False when its rows do not tile into groups of `m`)."
+    try:
+        return weight.ndim >= 2 and is_nm_sparse(weight, n, m)
+    except ValueError:   # rows not a multiple of m: no N:M storage for this layer
+        return False
+
+
 def compress(model, sparsity: float | None = None, bits: int = 8, index: str = "delta", index_bits: int = 8,
-             per_channel: bool = False, bias_bits: int = 32, scope: str = "global",
-             min_keep: float = 0.0) -> CompressedModel:
+             per_channel: bool = False, bias_bits: int = 32, scope: str = "global", min_keep: float = 0.0,
+             coding: str = "fixed", nm=None, codebooks=None) -> CompressedModel:
     """Prune a copy of `model` to `sparsity` (None: keep its zeros as they are) and store every prunable
-    weight with `compress_weight`; the other parameters (biases) are stored densely with `bias_bits`."""
+    weight with `compress_weight`; the other parameters (biases) are stored densely with `bias_bits`.
+
+    `coding`: "fixed" (every code at its bit width) or "huffman" (each stream of codes, values,
+    deltas, N:M positions and INT8 bias codes, Huffman-coded when that is smaller).
+    `nm=(n, m)`: weights that are n:m sparse along their inputs store their positions with
+    log2(m) bits each (the others use `index`). `codebooks={weight name: codebook}` (a 1-d array,
+    or `share_weights`' `(codebook, indices)`): that weight stores the codebook and one index per
+    value instead of `bits`-bit codes and scales; every surviving weight must be a codebook value.
+
+    Error contract (ValueError): "coding must be one of"; "nm must be None or a pair"; a codebook
+    that "must be a 1-d array"; "no prunable weight named"; stored values "not in its codebook";
+    and the errors of `compress_weight` and `magnitude_prune`.
+    """
     architecture = _layer_spec(model)
     _check_value_bits(bias_bits)
+    if coding not in CODINGS:
+        raise ValueError(f"coding must be one of {CODINGS}, got {coding!r}")
+    nm = _check_nm(nm)
+    books = _check_codebooks(codebooks, [name for name, _ in prunable_weights(model)])
     model = copy.deepcopy(model)
     if sparsity is not None:
         magnitude_prune(model, sparsity, scope=scope, min_keep=min_keep)
-    weights = {name: compress_weight(w.data, bits=bits, index=index, index_bits=index_bits,
-                                     per_channel=per_channel) for name, w in prunable_weights(model)}
+    weights = {}
+    for name, w in prunable_weights(model):
+        data = np.asarray(w.data, dtype=np.float32)
+        value_bits = 32 if name in books else bits   # a codebook entry starts from the exact values
+        if nm is not None and _fits_nm(data, *nm):
+            entry = _nm_entry(data, value_bits, *nm, per_channel=per_channel)
+        else:
+            entry = compress_weight(data, bits=value_bits, index=index, index_bits=index_bits, per_channel=per_channel)
+        weights[name] = _codebook_entry(name, entry, books[name]) if name in books else entry
     biases = {name: compress_weight(p.data, bits=bias_bits, index="dense")
               for name, p in model.named_parameters() if name not in weights}
-    return CompressedModel(architecture, weights, biases)
+    return CompressedModel(architecture, weights, biases, coding=coding)
 
 
 def save_dense(model, path) -> int:
@@ -43,7 +170,9 @@ from pathlib import Path
 
 from tinytorch.core.activations import ReLU
 from tinytorch.core.layers import Linear, Sequential
+from tinytorch.compression.nm import nm_prune
 from tinytorch.compression.prune import measure_sparsity
+from tinytorch.compression.storage import load_compressed
 
 net = Sequential(Linear(8, 6, rng=0), ReLU(), Linear(6, 2, rng=0))
 cm = compress(net, sparsity=0.5, bits=8)
@@ -51,5 +180,13 @@ assert measure_sparsity(cm.decompress()) == 0.5           # 30 of the 60 weights
 with tempfile.TemporaryDirectory() as tmp:
     dense_bytes = save_dense(net, Path(tmp) / "dense.ttcz")
     small_bytes = cm.save(Path(tmp) / "small.ttcz")
+    nm_net = nm_prune(Sequential(Linear(8, 6, rng=0), ReLU(), Linear(6, 2, rng=0)), 2, 4, layers=["0"])
+    book = np.unique(np.round(nm_net[0].weight.data, 1))
+    nm_net[0].weight.data[...] = np.round(nm_net[0].weight.data, 1)   # shared values: a codebook
+    nm_cm = compress(nm_net, bits=4, nm=(2, 4), coding="huffman", codebooks={"0.weight": book})
+    nm_cm.save(Path(tmp) / "nm.ttcz")
+    loaded = load_compressed(Path(tmp) / "nm.ttcz").decompress()
 assert small_bytes < dense_bytes
-print(f"✓ compress: {small_bytes:,} bytes against {dense_bytes:,} for FP32")
+assert nm_cm.weights["0.weight"]["index"] == "nm" and "codebook" in nm_cm.weights["0.weight"]["arrays"]
+assert np.array_equal(loaded[0].weight.data, nm_net[0].weight.data)     # codebook values, exactly
+print(f"✓ compress: {small_bytes:,} bytes against {dense_bytes:,} for FP32; 2:4 with a codebook round-trips exactly")

@@ -28,7 +28,7 @@ def test_compress_writes_a_loadable_file_and_reports_its_real_size(tmp_path):
     dense = next(l for l in proc.stdout.splitlines() if l.startswith("dense FP32"))
     assert float(re.search(r"([\d.]+)%", dense).group(1)) >= 96.0
 
-    from tinytorch.compression.prune import load_compressed
+    from tinytorch.compression.storage import load_compressed
     assert load_compressed(out).decompress() is not None
 
 
