@@ -15,8 +15,10 @@ import copy
 
 import numpy as np
 
-from tinytorch.compression.nm import encode_nm, is_nm_sparse, position_bits
-from tinytorch.compression.prune import compress_weight, magnitude_prune, prunable_weights
+from tinytorch.compression.nm import encode_nm, is_nm_sparse, nm_prune, position_bits
+from tinytorch.compression.prune import (compress_weight, iterative_prune, magnitude_prune, measure_sparsity,
+                                         prunable_layers, prunable_weights)
+from tinytorch.compression.qat import quantize_aware_finetune, share_weights
 from tinytorch.compression.storage import (CODINGS, CompressedModel, _check_value_bits, _layer_spec, pack_bits,
                                            unpack_bits)
 
@@ -120,11 +122,42 @@ def _fits_nm(weight: np.ndarray, n: int, m: int) -> bool:
         return False
 
 
+def _train_recipe(model, train_data, sparsity, bits: int, nm, per_channel: bool, steps: int,
+                  epochs_per_step: int, qat_epochs: int, lr: float, share: bool) -> tuple:
+    "Prune (if needed) and fine-tune `model` in place with its quantizer in the loop; returns it and its codebooks."
+    if share and bits > 8:
+        raise ValueError(f"share=True needs bits from 2 to 8 (a codebook of 2**bits centroids), got {bits}")
+    if nm is not None:
+        nm_prune(model, *nm, layers=[name for name, layer in prunable_layers(model)
+                                      if _fits_nm(np.zeros(layer.weight.shape), *nm)])
+    elif sparsity is not None:
+        weights = prunable_weights(model)
+        total = sum(w.size for _, w in weights)
+        if measure_sparsity(model) < sparsity - 0.5 / total:   # not yet pruned that far
+            iterative_prune(model, train_data, sparsity, steps=steps, epochs_per_step=epochs_per_step,
+                            lr=lr, progress=False)
+    if bits > 8:
+        return model, {}                                       # FP16/FP32 values: nothing to fine-tune for
+    if share:
+        model, shared = share_weights(model, bits, train_data=train_data, epochs=qat_epochs, lr=lr)
+        return model, {name: book for name, (book, _) in shared.items()}
+    quantize_aware_finetune(model, train_data, bits, epochs=qat_epochs, lr=lr, per_channel=per_channel)
+    return model, {}
+
+
 def compress(model, sparsity: float | None = None, bits: int = 8, index: str = "delta", index_bits: int = 8,
              per_channel: bool = False, bias_bits: int = 32, scope: str = "global", min_keep: float = 0.0,
-             coding: str = "fixed", nm=None, codebooks=None) -> CompressedModel:
+             coding: str = "fixed", nm=None, codebooks=None, train_data=None, steps: int = 10,
+             epochs_per_step: int = 3, qat_epochs: int = 10, lr: float = 3e-3, share: bool = False) -> CompressedModel:
     """Prune a copy of `model` to `sparsity` (None: keep its zeros as they are) and store every prunable
     weight with `compress_weight`; the other parameters (biases) are stored densely with `bias_bits`.
+
+    With `train_data` ((X, y) batches, as for `iterative_prune`) it runs the whole recipe on a copy:
+    a model not yet at `sparsity` is pruned gradually with fine-tuning (`iterative_prune`: `steps`
+    steps of `epochs_per_step` epochs; with `nm`, one-shot to the n:m pattern instead), then it is
+    fine-tuned for `qat_epochs` with its `bits`-bit quantizer in the forward pass and its masks kept
+    (`quantize_aware_finetune`), or, with `share=True`, its weights are shared through a k-means
+    codebook per layer whose centroids are fine-tuned (`share_weights`). Adam from `lr` throughout.
 
     `coding`: "fixed" (every code at its bit width) or "huffman" (each stream of codes, values,
     deltas, N:M positions and INT8 bias codes, Huffman-coded when that is smaller).
@@ -144,7 +177,11 @@ def compress(model, sparsity: float | None = None, bits: int = 8, index: str = "
     nm = _check_nm(nm)
     books = _check_codebooks(codebooks, [name for name, _ in prunable_weights(model)])
     model = copy.deepcopy(model)
-    if sparsity is not None:
+    if train_data is not None:
+        model, recipe_books = _train_recipe(model, train_data, sparsity, bits, nm, per_channel, steps,
+                                            epochs_per_step, qat_epochs, lr, share)
+        books |= recipe_books
+    elif sparsity is not None:
         magnitude_prune(model, sparsity, scope=scope, min_keep=min_keep)
     weights = {}
     for name, w in prunable_weights(model):
