@@ -307,6 +307,15 @@ def _check_symbols(symbols, alphabet: int) -> np.ndarray:
     return symbols
 
 
+def _symbols_and_lengths(symbols, lengths, max_length: int) -> tuple[np.ndarray, np.ndarray]:
+    "Checked symbols and code lengths: the given lengths, or a Huffman code built from the symbols' counts."
+    if lengths is None:
+        symbols = _check_symbols(symbols, MAX_ALPHABET)
+        return symbols, huffman_lengths(np.bincount(symbols), max_length)
+    lengths = _check_lengths(lengths)
+    return _check_symbols(symbols, lengths.size), lengths
+
+
 def huffman_encode(symbols, lengths=None, max_length: int = MAX_CODE_LENGTH) -> tuple[np.ndarray, np.ndarray, int]:
     """Huffman-code integer `symbols` (any shape, read flat): returns `(data, lengths, count)`.
 
@@ -316,12 +325,7 @@ def huffman_encode(symbols, lengths=None, max_length: int = MAX_CODE_LENGTH) -> 
     Raises ValueError for non-integer symbols, symbols outside [0, 65536) or outside the alphabet
     `[0, len(lengths))`, a symbol whose length is 0 ("has no code"), and invalid `lengths`.
     """
-    if lengths is None:
-        symbols = _check_symbols(symbols, MAX_ALPHABET)
-        lengths = huffman_lengths(np.bincount(symbols), max_length)
-    else:
-        lengths = _check_lengths(lengths)
-        symbols = _check_symbols(symbols, lengths.size)
+    symbols, lengths = _symbols_and_lengths(symbols, lengths, max_length)
     count = int(symbols.size)
     if count == 0:
         return np.zeros(0, dtype=np.uint8), lengths, 0
@@ -564,12 +568,7 @@ def coded_nbytes(symbols, lengths=None, max_length: int = MAX_CODE_LENGTH) -> in
 
     The count of symbols is not included (the caller stores it anyway). Raises what `huffman_encode` raises.
     """
-    if lengths is None:
-        symbols = _check_symbols(symbols, MAX_ALPHABET)
-        lengths = huffman_lengths(np.bincount(symbols), max_length)
-    else:
-        lengths = _check_lengths(lengths)
-        symbols = _check_symbols(symbols, lengths.size)
+    symbols, lengths = _symbols_and_lengths(symbols, lengths, max_length)
     code_lengths = lengths[symbols]
     if code_lengths.size and code_lengths.min() == 0:
         raise ValueError(f"symbol {symbols[np.argmin(code_lengths)]} has no code (its length is 0)")

@@ -147,7 +147,7 @@ def canonical_codes(lengths) -> np.ndarray:
     codes[order] = (np.cumsum(block) - block) >> (deepest - sorted_lengths)
     return codes
 
-# %% ../../modules/18_compression/entropy_dev.py #a5acf66c
+# %% ../../modules/18_compression/entropy_dev.py #16d28a95
 def _check_symbols(symbols, alphabet: int) -> np.ndarray:
     symbols = np.asarray(symbols)
     if symbols.size and symbols.dtype.kind not in "iu":
@@ -159,6 +159,15 @@ def _check_symbols(symbols, alphabet: int) -> np.ndarray:
     return symbols
 
 
+def _symbols_and_lengths(symbols, lengths, max_length: int) -> tuple[np.ndarray, np.ndarray]:
+    "Checked symbols and code lengths: the given lengths, or a Huffman code built from the symbols' counts."
+    if lengths is None:
+        symbols = _check_symbols(symbols, MAX_ALPHABET)
+        return symbols, huffman_lengths(np.bincount(symbols), max_length)
+    lengths = _check_lengths(lengths)
+    return _check_symbols(symbols, lengths.size), lengths
+
+
 def huffman_encode(symbols, lengths=None, max_length: int = MAX_CODE_LENGTH) -> tuple[np.ndarray, np.ndarray, int]:
     """Huffman-code integer `symbols` (any shape, read flat): returns `(data, lengths, count)`.
 
@@ -168,12 +177,7 @@ def huffman_encode(symbols, lengths=None, max_length: int = MAX_CODE_LENGTH) -> 
     Raises ValueError for non-integer symbols, symbols outside [0, 65536) or outside the alphabet
     `[0, len(lengths))`, a symbol whose length is 0 ("has no code"), and invalid `lengths`.
     """
-    if lengths is None:
-        symbols = _check_symbols(symbols, MAX_ALPHABET)
-        lengths = huffman_lengths(np.bincount(symbols), max_length)
-    else:
-        lengths = _check_lengths(lengths)
-        symbols = _check_symbols(symbols, lengths.size)
+    symbols, lengths = _symbols_and_lengths(symbols, lengths, max_length)
     count = int(symbols.size)
     if count == 0:
         return np.zeros(0, dtype=np.uint8), lengths, 0
@@ -266,7 +270,7 @@ def huffman_decode(data, lengths, count: int) -> np.ndarray:
         raise ValueError("payload padding after the last code must be zero bits")
     return table_symbol[window[starts]]
 
-# %% ../../modules/18_compression/entropy_dev.py #e0fa81d1
+# %% ../../modules/18_compression/entropy_dev.py #efb4f016
 def encode_lengths(lengths) -> np.ndarray:
     "The code `lengths` as the compact uint8 table of the byte layout above (a varint size, then 4-bit entries)."
     lengths = _check_lengths(lengths)
@@ -359,12 +363,7 @@ def coded_nbytes(symbols, lengths=None, max_length: int = MAX_CODE_LENGTH) -> in
 
     The count of symbols is not included (the caller stores it anyway). Raises what `huffman_encode` raises.
     """
-    if lengths is None:
-        symbols = _check_symbols(symbols, MAX_ALPHABET)
-        lengths = huffman_lengths(np.bincount(symbols), max_length)
-    else:
-        lengths = _check_lengths(lengths)
-        symbols = _check_symbols(symbols, lengths.size)
+    symbols, lengths = _symbols_and_lengths(symbols, lengths, max_length)
     code_lengths = lengths[symbols]
     if code_lengths.size and code_lengths.min() == 0:
         raise ValueError(f"symbol {symbols[np.argmin(code_lengths)]} has no code (its length is 0)")
