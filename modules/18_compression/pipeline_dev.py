@@ -197,6 +197,12 @@ def compress(model, sparsity: float | None = None, bits: int = 8, index: str = "
     return CompressedModel(architecture, weights, biases, coding=coding)
 
 
+# The recipe settings for the course's reference digits models (digits_mlp, digits_cnn) that the
+# benchmark's table 3b measures (tito bench 18) and `tito compress` uses by default.
+DIGITS_RECIPES = {"mlp": {"sparsity": 0.95, "bits": 3, "index_bits": 6},
+                  "cnn": {"sparsity": 0.9, "bits": 4, "index_bits": 4}}
+
+
 def save_dense(model, path) -> int:
     "The FP32 baseline: every parameter as float32, in the same file format; returns bytes written."
     return compress(model, sparsity=None, bits=32, index="dense", bias_bits=32).save(path)
