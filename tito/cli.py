@@ -302,13 +302,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compress", help="train a digits model, prune and quantize it, print the report")
     p.add_argument("--model", choices=["mlp", "cnn"], default="mlp", help="reference digits model (default mlp)")
-    p.add_argument("--sparsity", type=float, default=0.95, help="fraction of weights pruned (default 0.95)")
-    p.add_argument("--bits", type=int, default=4, help="bits per surviving weight; INT8 is always reported too (default 4)")
-    p.add_argument("--index-bits", type=int, default=6, help="bits per delta index (default 6)")
+    p.add_argument("--sparsity", type=float, help="fraction of weights pruned (default: the model's recipe, MLP 0.95)")
+    p.add_argument("--bits", type=int, help="bits per surviving weight; INT8 is always reported too (default: the recipe's, MLP 3)")
+    p.add_argument("--index-bits", type=int, help="bits per delta index (default: the recipe's, MLP 6)")
     p.add_argument("--bias-bits", type=int, choices=[8, 16, 32], default=8, help="bits per bias (default 8)")
     p.add_argument("--steps", type=int, default=10, help="pruning steps of the cubic schedule (default 10)")
     p.add_argument("--epochs-per-step", type=int, default=3, help="fine-tuning epochs after each step (default 3)")
     p.add_argument("--lr", type=float, default=3e-3, help="fine-tuning learning rate, Adam (default 3e-3)")
+    p.add_argument("--qat-epochs", type=int, default=10,
+                   help="epochs of fine-tuning with the quantizer in the loop (default 10)")
+    p.add_argument("--share", action="store_true", help="k-means weight sharing instead of uniform codes")
+    p.add_argument("--coding", choices=["huffman", "fixed"], default="huffman",
+                   help="Huffman-code the stored codes, or keep them fixed-width (default huffman)")
     p.add_argument("--seed", type=int, default=0, help="seed for initialisation and shuffling (default 0)")
     p.add_argument("--out", type=Path, help="also keep the compressed file here (a .ttcz file)")
     p.set_defaults(func=cmd_compress)

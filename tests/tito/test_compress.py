@@ -20,9 +20,10 @@ def tito(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
 
 def test_compress_writes_a_loadable_file_and_reports_its_real_size(tmp_path):
     out = tmp_path / "mlp.ttcz"
-    proc = tito("compress", "--sparsity", "0.5", "--steps", "1", "--epochs-per-step", "1", "--out", str(out))
+    proc = tito("compress", "--sparsity", "0.5", "--steps", "1", "--epochs-per-step", "1", "--qat-epochs", "1",
+                "--out", str(out))
     assert proc.returncode == 0, proc.stderr
-    row = next(l for l in proc.stdout.splitlines() if l.startswith("pruned + 4-bit values"))
+    row = next(l for l in proc.stdout.splitlines() if l.startswith("pruned + QAT 3-bit values"))
     reported = int(re.search(r"([\d,]+)\s+[\d.]+x", row).group(1).replace(",", ""))
     assert reported == out.stat().st_size
     dense = next(l for l in proc.stdout.splitlines() if l.startswith("dense FP32"))
@@ -33,7 +34,7 @@ def test_compress_writes_a_loadable_file_and_reports_its_real_size(tmp_path):
 
 
 def test_compress_is_deterministic():
-    args = ("compress", "--sparsity", "0.5", "--steps", "1", "--epochs-per-step", "1")
+    args = ("compress", "--sparsity", "0.5", "--steps", "1", "--epochs-per-step", "1", "--qat-epochs", "1")
     first, second = tito(*args), tito(*args)
     strip = lambda text: [l for l in text.splitlines() if "done in" not in l]
     assert strip(first.stdout) == strip(second.stdout)
@@ -43,6 +44,7 @@ def test_compress_is_deterministic():
     (["--sparsity", "1.5"], "--sparsity must be in [0, 1), got 1.5"),
     (["--bits", "12"], "--bits must be from 2 to 8, got 12"),
     (["--model", "resnet"], "invalid choice"),
+    (["--qat-epochs", "0"], "--qat-epochs must be at least 1, got 0"),
 ])
 def test_compress_bad_arguments_are_one_line(args, message):
     proc = tito("compress", *args)
