@@ -869,22 +869,19 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# **Reading the table** (the summary at the end quotes a full reference run):
+# **Reading the table** (the cell below prints the ratios of this run):
 #
-# - **Pruning alone** keeps the most accuracy per byte: at 95% sparsity the file is 14x smaller
-#   with FP32 values and 29x with INT8, within about half a point of the teacher. But only the file
-#   shrinks: the model runs the teacher's FLOPs in the teacher's time, its zeros multiplied.
-# - **Low rank alone** removes FLOPs for real (7x fewer at 70% energy) with dense layers and no
-#   index, and fine-tuning brings the accuracy back. The latency gain is far smaller than the FLOP
-#   gain (about 2x on 360 digits), and on one digit it is *slower* than the teacher: it has two
-#   more layers, and each layer call costs a fixed overhead that dwarfs these tiny products.
-# - **Distillation alone** gives the fastest model: 21x fewer FLOPs, about 8x faster on a batch
-#   (1.7x on one digit: the fixed per-layer cost again), about a point below the pruned teacher
-#   with a similar number of parameters.
-# - **Distillation, then pruning and quantization** gives the smallest file of all, because the
-#   savings multiply: a 21x smaller architecture, 70% of its weights removed, one byte instead of
-#   four for each survivor (indices, biases and the header keep it from the full product). It
-#   runs at the student's speed and costs about two points of accuracy.
+# - **Pruning alone** keeps the most accuracy per byte, but only the file shrinks: the model runs
+#   the teacher's FLOPs in the teacher's time, its zeros multiplied.
+# - **Low rank alone** removes FLOPs for real with dense layers and no index, and fine-tuning
+#   brings the accuracy back. The latency gain is far smaller than the FLOP gain, and on one digit
+#   it can be *slower* than the teacher: it has two more layers, and each layer call costs a fixed
+#   overhead that dwarfs these tiny products.
+# - **Distillation alone** gives the fastest model, with about as many parameters as the pruned
+#   teacher keeps.
+# - **Distillation, then pruning and quantization** gives the smallest file, because the savings
+#   multiply: a smaller architecture, most of its weights removed, one byte instead of four for
+#   each survivor (indices, biases and the header keep it from the full product).
 
 # %%
 teacher_row, student_row = comparison["teacher, dense FP32"], comparison["student, distilled"]
