@@ -44,12 +44,15 @@ the `.py`, the old one is kept in `.tito_backups/`.
 
 {tasks}
 
-Your grade also counts hidden tests that are not in this copy, so make your code correct in
-general, not just for the visible tests.
-
-## Hand in
+{hidden}## Hand in
 
 Submit `modules/{module}/{name}_dev.py` (or `{name}_dev.ipynb`).
+"""
+
+
+HIDDEN_NOTE = """Your grade also counts hidden tests that are not in this copy, so make your code correct in
+general, not just for the visible tests.
+
 """
 
 
@@ -115,8 +118,11 @@ def release(root: Path, wanted: str, out: Path, force: bool = False) -> Path:
                 shutil.copyfile(root / name, staging / name)
         match = re.search(r'^name\s*=\s*"([^"]+)"', (root / "pyproject.toml").read_text(encoding="utf-8"), re.M)
         course = match.group(1) if match else "tinytorch"
+        has_hidden = any(is_hidden_test(p) for p in module.tests_folder(root).rglob("*.py"))
+        hidden = HIDDEN_NOTE if has_hidden else ""
         (staging / "README.md").write_text(STUDENT_README.format(
-            course=course, module=module.id, name=module.name, tasks=_task_table(module, root)), encoding="utf-8")
+            course=course, module=module.id, name=module.name, tasks=_task_table(module, root), hidden=hidden),
+            encoding="utf-8")
         for other in all_modules(staging):
             export_module(other, staging, quiet=True)
         staging.rename(out)

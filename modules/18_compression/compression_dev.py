@@ -26,8 +26,8 @@
 # dense and the sparse code compete on equal terms. (This must run before NumPy is imported.)
 import os
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+    os.environ.setdefault(name, "1")
 
 # %%
 #| default_exp compression.prune
@@ -54,9 +54,7 @@ from tinytorch.compression.storage import INDEX_FORMATS, _check_value_bits, deco
 # %% [markdown]
 # The experiments below train small models on the digits; the whole notebook runs in well
 # under a minute. Set the environment variable `TINYTORCH_FULL=1` for the longer version: the
-# pruning comparison averaged over three batch orders, the distillation comparison over three
-# seeds, and three times more timing repeats.
-# The closing summary quotes such a run.
+# pruning comparison averaged over three batch orders and three times more timing repeats.
 
 # %%
 import tempfile
@@ -1668,7 +1666,7 @@ for name, model in variants.items():
     print(f"{name:<16} {stored:>13,} {times[0]:>13.0f} {times[1]:>15.0f}")
 
 # %% [markdown]
-# ## 14. The three systems questions, answered with our numbers
+# ## 11. The three systems questions, answered with our numbers
 #
 # Each answer is assembled from numbers this run measured. The third compares pruning with the
 # other way to a small model: train a small dense one. Module 19 teaches distillation, which

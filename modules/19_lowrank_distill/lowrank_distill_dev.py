@@ -24,8 +24,8 @@
 # 10x slower when another process competes for the cores. (This must run before NumPy is imported.)
 import os
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+    os.environ.setdefault(name, "1")
 
 # %%
 #| default_exp compression.lowrank
@@ -634,7 +634,7 @@ print("✓ distillation_loss: KL at temperature T scaled by T², mixed with cros
 # A training loop like `fit` (Module 07), except that the loss needs the teacher's logits for
 # the same batch: for each `(X, y)` batch, `predict(teacher, X)` gives them (eval mode, no
 # gradients recorded, the teacher's modes restored), then the student's logits, the
-# `distillation_loss`, `backward`, `step`. Use one optimizer for the whole run (`Adam(lr=lr)`
+# `distillation_loss`, `backward`, `step`. Use one optimizer for the whole run (`Adam(student.parameters(), lr=lr)`
 # unless one is given), call the callbacks like `fit` does (`on_step_end(student)` after every
 # step, `on_epoch_end(student, epoch, history)` after every epoch), and return the history
 # `{"loss", "train_acc", "val_acc"}` with one entry per epoch (`train_acc` over the batches

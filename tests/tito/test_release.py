@@ -95,3 +95,77 @@ def test_stub_keeps_indentation_and_reports_unbalanced_markers():
         stub_code("### BEGIN SOLUTION\nx = 1", "t", "f.py")
     with pytest.raises(TitoError, match="without a"):
         stub_code("x = 1\n### END SOLUTION", "t", "f.py")
+
+
+GIVEN = '''# %% [markdown]
+# # Module 02, given code: helpers
+#
+# > Helpers a student reads, not writes.
+
+# %%
+#| default_exp compression.helpers
+
+# %%
+#| export
+def double(x):
+    return 2 * x
+
+# %%
+assert double(2) == 4
+'''
+
+LATER = '''# %% [markdown]
+# # Module 03: Later
+#
+# > A module after the released one.
+
+# %%
+#| default_exp compression.later
+
+# %% nbgrader={"grade": false, "grade_id": "triple", "locked": false, "solution": true, "schema_version": 3}
+#| export
+def triple(x):
+    ### BEGIN SOLUTION
+    return 3 * x  # the later module's secret
+    ### END SOLUTION
+'''
+
+
+@pytest.fixture(scope="module")
+def course_with_given_and_later(course, tmp_path_factory):
+    import shutil
+
+    root = tmp_path_factory.mktemp("course3") / "course"
+    shutil.copytree(course, root)
+    (root / "modules" / "02_prune" / "helpers_dev.py").write_text(GIVEN)
+    (root / "modules" / "03_later").mkdir()
+    (root / "modules" / "03_later" / "later_dev.py").write_text(LATER)
+    proc = run_tito(root, "export", "--all")
+    assert proc.returncode == 0, proc.stderr
+    return root
+
+
+def test_given_notebooks_export_with_their_lesson(course_with_given_and_later):
+    helpers = course_with_given_and_later / "tinytorch" / "compression" / "helpers.py"
+    assert "def double(x)" in helpers.read_text()
+
+
+def test_a_release_leaves_out_later_modules_and_keeps_given_notebooks(course_with_given_and_later, tmp_path):
+    out = tmp_path / "student"
+    proc = run_tito(course_with_given_and_later, "release", "02_prune", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "modules" / "02_prune" / "helpers_dev.py").read_text() == GIVEN
+    assert (out / "tinytorch" / "compression" / "helpers.py").exists()
+    assert not (out / "modules" / "03_later").exists()
+    assert not (out / "tinytorch" / "compression" / "later.py").exists()
+    assert not any("the later module's secret" in p.read_text(errors="replace") for p in out.rglob("*.py"))
+
+
+def test_a_release_of_a_later_module_keeps_the_earlier_solutions(course_with_given_and_later, tmp_path):
+    out = tmp_path / "student"
+    proc = run_tito(course_with_given_and_later, "release", "03_later", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "np.argsort" in (out / "modules" / "02_prune" / "prune_dev.py").read_text()   # 02's solution
+    later = (out / "modules" / "03_later" / "later_dev.py").read_text()
+    assert 'raise NotImplementedError("Task triple' in later and "secret" not in later
+    assert "hidden tests" not in (out / "README.md").read_text()   # module 03 has none
