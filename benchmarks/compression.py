@@ -20,12 +20,12 @@ import sys
 import tempfile
 import time
 import tracemalloc
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from tinytorch.compression.pipeline import compress, save_dense
+from tinytorch.compression.pipeline import DIGITS_RECIPES, compress, save_dense
 from tinytorch.compression.prune import iterative_prune, magnitude_prune, measure_sparsity, structured_prune
 from tinytorch.compression.sparse import SparseLinear, to_sparse
 from tinytorch.compression.storage import load_compressed
@@ -43,6 +43,8 @@ from tinytorch.core.tensor import Tensor, manual_seed
 from tinytorch.core.training import evaluate, fit
 from tinytorch.data.loader import digits_loaders
 
+from .recipe import recipe_table
+from .report import table as _table, target as _target
 from .timing import format_seconds, interleaved, paired_ratio, summary, timed
 
 # The targets, in one place.
@@ -80,6 +82,17 @@ class Config:
     search_bits: tuple = (8, 6, 4)
     search_per_channel: tuple = (False, True)
     search_bias_bits: tuple = (32, 16, 8)
+    # 3b. the compression recipe: {kind: (sparsity, value bits, delta bits)}, searched settings, N:M
+    recipe_models: tuple = ("mlp", "cnn")
+    recipe_splits: tuple = ("package", "independent")
+    recipe: dict = field(default_factory=lambda: {kind: (r["sparsity"], r["bits"], r["index_bits"])
+                                                  for kind, r in DIGITS_RECIPES.items()})
+    recipe_grid: dict = field(default_factory=lambda: {
+        "mlp": ((0.95, 4), (0.95, 2), (0.96, 4), (0.96, 3), (0.97, 4), (0.97, 3), (0.98, 4), (0.98, 3)),
+        "cnn": ((0.85, 4), (0.9, 3), (0.92, 4), (0.92, 3), (0.95, 4))})
+    recipe_nm_models: tuple = ("mlp",)
+    recipe_nm: tuple = ((2, 4), (1, 4))
+    qat_epochs: int = 10
     # 4. inference speed
     wide_sizes: tuple = (1024, 2048, 2048, 10)   # a wide MLP: compute, not Python, dominates
     batches: tuple = (1, 64)
@@ -111,7 +124,9 @@ QUICK = FULL.with_(
     name="quick", prune_shapes=((2048, 1024), (1024, 1024)), prune_rounds=5,
     sparsities=(0.0, 0.8, 0.9, 0.95, 0.98), seeds=(0,), finetune_epochs=10, iterative_steps=5,
     search_bits=(8, 4), search_bias_bits=(32, 16), wide_sizes=(512, 1024, 1024, 10),
-    speed_rounds=5, speed_min_time=0.005, export_repeats=1, test_repeats=0)
+    speed_rounds=5, speed_min_time=0.005, export_repeats=1, test_repeats=0,
+    recipe_splits=("package",), qat_epochs=5,
+    recipe_grid={"mlp": ((0.96, 3), (0.97, 4)), "cnn": ((0.85, 4),)})
 # For tito's own tests: every table and plot, in a few seconds.
 TINY = FULL.with_(
     name="tiny", prune_shapes=((256, 256), (128, 256)), prune_rounds=2,
@@ -119,17 +134,10 @@ TINY = FULL.with_(
     search_bits=(8,), search_per_channel=(False,), search_bias_bits=(32,),
     wide_sizes=(64, 128, 128, 10), speed_rounds=2, speed_min_time=0.0005,
     export_repeats=0, test_repeats=0, torch=False,
-    lowrank_epochs=1, student_epochs=1, combo_steps=1, combo_epochs_per_step=1)
+    lowrank_epochs=1, student_epochs=1, combo_steps=1, combo_epochs_per_step=1,
+    recipe_models=("mlp",), recipe_splits=("package", "independent"), qat_epochs=1,
+    recipe={"mlp": (0.9, 4, 6)}, recipe_grid={"mlp": ((0.9, 3),)}, recipe_nm=((2, 4),))
 CONFIGS = {"full": FULL, "quick": QUICK, "tiny": TINY}
-
-
-def _table(key, title, columns, rows, notes=(), targets=(), data=None) -> dict:
-    return {"key": key, "title": title, "columns": list(columns), "rows": [list(r) for r in rows],
-            "notes": list(notes), "targets": list(targets), "data": data or {}}
-
-
-def _target(name: str, status: str, measured: str, detail: str = "") -> dict:
-    return {"target": name, "status": status, "measured": measured, "detail": detail}
 
 
 def _torch_or_none(cfg: Config):
@@ -868,6 +876,7 @@ def run(cfg: Config, root: Path, log=print) -> dict:
     step(1, "pruning cost", lambda: pruning_cost(cfg, log))
     _, models = step(2, "accuracy vs sparsity", lambda: accuracy_vs_sparsity(cfg, log))
     step(3, "compression", lambda: compression_sizes(cfg, models, log))
+    step("3b", "compression recipe", lambda: recipe_table(cfg, models, log))
     step(4, "inference speed", lambda: inference_speed(cfg, models, log))
     step(5, "student loop", lambda: student_loop(cfg, root, log))
     step(6, "compression methods compared", lambda: methods_compared(cfg, models, log))

@@ -12,6 +12,17 @@ from .timing import format_seconds
 STATUSES = ("met", "missed", "not measured")
 
 
+def table(key, title, columns, rows, notes=(), targets=(), data=None) -> dict:
+    "One table of a run, as results.json stores it and the report renders it."
+    return {"key": key, "title": title, "columns": list(columns), "rows": [list(r) for r in rows],
+            "notes": list(notes), "targets": list(targets), "data": data or {}}
+
+
+def target(name: str, status: str, measured: str, detail: str = "") -> dict:
+    "One target of a table: what was aimed at, met or missed, and the measured number."
+    return {"target": name, "status": status, "measured": measured, "detail": detail}
+
+
 def markdown_table(columns: list, rows: list) -> str:
     def cell(value) -> str:
         return str(value).replace("|", "\\|").replace("\n", " ")
@@ -239,6 +250,8 @@ def render_summary(result: dict, meta: dict, images: dict, report_link: str) -> 
     section("compression", _pick(tables["compression"], tables["compression"]["columns"],
                                  lambda row: row[1] in ("dense, FP32", "dense, INT8") or row[1].startswith("**")
                                  or "(iterative), INT8, delta (8-bit)" in row[1]))
+    if "recipe" in tables:   # results written before table 3b existed have no such table
+        section("recipe", markdown_table(tables["recipe"]["columns"], tables["recipe"]["rows"]))
     speed = tables["inference_speed"]
     speed_columns = ["model", "variant", "ideal (FLOP) speedup"] + [c for c in speed["columns"] if c.endswith("speedup")
                                                                     and c.startswith("batch")]
