@@ -91,6 +91,19 @@ def _check_exported_cells(source: Path, nb) -> None:
 _MARKER = re.compile(r"^[ \t]*### (BEGIN|END) (SOLUTION|HIDDEN TESTS)[ \t]*\n?", re.MULTILINE)
 
 
+def _add_module_docstring(path: Path, nb) -> None:
+    """nbdev gives the notebook's summary (the `> ` lines of its title cell) to the default target
+    only; a module exported with `#| export other.module` gets it too, so no module lacks one."""
+    from nbdev.maker import _retr_mdoc
+
+    text = path.read_text(encoding="utf-8")
+    if text.startswith(('"""', 'r"""')):
+        return
+    doc = _retr_mdoc([c for c in nb.cells if c.cell_type == "markdown"][:1])
+    if doc:
+        path.write_text(doc + text, encoding="utf-8")
+
+
 def _export_to(nb, source: Path, lib_dir: Path, real_lib: Path) -> None:
     """Export into `lib_dir` (a staging folder) as if it were `real_lib`."""
     from fastcore.basics import first, ifnone
@@ -114,6 +127,7 @@ def _export_to(nb, source: Path, lib_dir: Path, real_lib: Path) -> None:
         maker.dest2nb = Path(os.path.relpath(source, real_parent)).as_posix()
         maker.hdr = f"# %% {maker.dest2nb}"
         maker.make(cells, exporter.in_all[target], lib_path=lib_dir)
+        _add_module_docstring(maker.fname, nb)
 
 
 def _write_init_files(lib: Path) -> None:

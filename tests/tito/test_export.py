@@ -173,3 +173,14 @@ def test_notebook_edits_are_synced_back_and_the_old_source_is_kept(tmp_path):
     os.utime(notebook, (future + 10, future + 10))
     proc = tito(root, "notebook", "01")
     assert proc.returncode != 0 and "newer" in proc.stderr
+
+
+def test_every_exported_module_has_a_docstring():
+    "The notebook's summary heads every file it exports, `#| export other.module` targets included."
+    import ast
+
+    from tito_testlib import REPO
+
+    missing = [str(p.relative_to(REPO)) for p in sorted((REPO / "tinytorch").rglob("*.py"))
+               if p.name != "__init__.py" and not ast.get_docstring(ast.parse(p.read_text(encoding="utf-8")))]
+    assert not missing, f"no module docstring: {missing}"
