@@ -172,8 +172,10 @@ def recipe_table(cfg, models: dict, log=print) -> dict:
                                   f"{MAX_DROP_POINTS:g} point mean loss, every seed within {MAX_SEED_DROP_POINTS:g}",
                                   "met" if ok else "missed", f"{final['ratio']:.1f}x at {_fmt_drop(final['drops'])} points",
                                   f"the recipe's file by part (mean): {share}; {len(seeds)} seed(s)"))
-            # The smallest file within the limits among the searched settings.
+            # The smallest file within the limits among the searched settings and the recipe's own.
             found = []
+            if final["drops"].mean() <= MAX_DROP_POINTS and final["drops"].max() <= MAX_SEED_DROP_POINTS:
+                found.append((final["ratio"], sparsity, bits, final["drops"]))
             for s, b in cfg.recipe_grid[kind]:
                 st = stats(kind, split, f"search {s:.0%} {b}-bit")
                 data["search"][f"{kind}|{split}|{s}|{b}"] = {"ratio": st["ratio"], "drops": st["drops"].tolist()}
@@ -190,7 +192,8 @@ def recipe_table(cfg, models: dict, log=print) -> dict:
                                       "no setting within the limits" if best is None else
                                       f"smallest file within the limits: {best[0]:.1f}x (pruned {best[1]:.0%}, "
                                       f"{best[2]}-bit, {_fmt_drop(best[3])} points)",
-                                      "searched: " + ", ".join(f"{s:.0%} x {b}-bit" for s, b in cfg.recipe_grid[kind])))
+                                      "searched: " + ", ".join(f"{s:.0%} x {b}-bit" for s, b in
+                                                               ((sparsity, bits), *cfg.recipe_grid[kind]))))
             if kind in cfg.recipe_nm_models:
                 for n, m in cfg.recipe_nm:
                     for label, text in ((f"{n}:{m}", f"N:M {n}:{m} ({1 - n / m:.0%}), {bits}-bit QAT, 2-bit positions, Huffman"),
