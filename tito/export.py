@@ -148,12 +148,17 @@ def export_notebook(source: Path, staged: Path, lib: Path) -> None:
     nb = read_notebook(source)
     pristine = copy.deepcopy(nb)  # the check marks up the cells; a copy is 100x cheaper than a re-parse
     _check_exported_cells(source, nb)
+    export_or_explain(pristine, source, staged, lib, f"{source}: ")
+
+
+def export_or_explain(nb, source: Path, staged: Path, lib: Path, prefix: str = "") -> None:
+    "`_export_to`, with whatever nbdev raises turned into one readable TitoError line."
     try:
-        _export_to(pristine, source.resolve(), staged, lib.resolve())
+        _export_to(nb, source.resolve(), staged, lib.resolve())
     except TitoError:
         raise
     except Exception as exc:
-        raise TitoError(f"{source}: nbdev could not export it ({type(exc).__name__}: {exc})") from None
+        raise TitoError(f"{prefix}nbdev could not export it ({type(exc).__name__}: {exc})") from None
 
 
 def export_module(module: Module, root: Path | None = None, quiet: bool = False) -> list[Path]:

@@ -73,7 +73,7 @@ def export_submission(source: Path, lib_dir: Path, targets: list[str], reference
     submission did with each task (even when the export then fails)."""
     kinds = {} if kinds is None else kinds
     from .errors import TitoError
-    from .export import _check_exported_cells, _export_to, read_notebook
+    from .export import _check_exported_cells, export_or_explain, read_notebook
 
     if source.stat().st_size > MAX_BYTES:
         raise TitoError(f"{source.name} is larger than {MAX_BYTES // (1024 * 1024)} MB")
@@ -105,12 +105,7 @@ def export_submission(source: Path, lib_dir: Path, targets: list[str], reference
             raise TitoError(_their_line(str(err), text_source, original, source.name)) from None
         staged = Path(tmp) / lib_dir.name
         staged.mkdir()
-        try:
-            _export_to(pristine, text_source.resolve(), staged, lib_dir.resolve())
-        except TitoError:
-            raise
-        except Exception as exc:
-            raise TitoError(f"nbdev could not export it ({type(exc).__name__}: {exc})") from None
+        export_or_explain(pristine, text_source, staged, lib_dir)
         produced = sorted(p.relative_to(staged).as_posix() for p in staged.rglob("*.py"))
         if produced != sorted(targets):
             raise TitoError(f"it exports {', '.join(produced) or 'nothing'}; expected {', '.join(sorted(targets))}"
