@@ -583,17 +583,9 @@ def compression_sizes(cfg: Config, models: dict, log=print) -> dict:
 # 4. Inference speed
 # --------------------------------------------------------------------------------------------
 
-def _macs(model) -> int:
-    "Multiply-adds per sample of the Linear/SparseLinear layers (what a matmul kernel executes)."
-    total = 0
-    for layer in model.modules():
-        if isinstance(layer, SparseLinear):
-            total += layer.nnz
-        elif isinstance(layer, Linear):
-            total += layer.in_features * layer.out_features
-        elif isinstance(layer, Conv2d):
-            raise ValueError("inference_speed times MLPs only")
-    return total
+def _macs(model, input_shape) -> int:
+    "Multiply-adds per sample (what a matmul kernel executes): module 19's FLOP count, halved."
+    return count_flops(model, input_shape) // 2
 
 
 def _wide_mlp(sizes: tuple, seed: int = 0) -> Sequential:
@@ -629,11 +621,11 @@ def inference_speed(cfg: Config, models: dict, log=print) -> dict:
         order = ["dense", *[f"masked {s:.0%}" for s in cfg.sparse_levels],
                  *[f"structured {r:.0%}" for r in cfg.structured_ratios],
                  *[f"SparseLinear {s:.0%}" for s in cfg.sparse_levels]]
-        dense_macs = _macs(dense)
+        dense_macs = _macs(dense, inputs.shape[1:])
         ideal = {}
         for name in order:
             # A masked model still multiplies every zero: its kernel does the dense work.
-            ideal[name] = 1.0 if name.startswith("masked") else dense_macs / _macs(variants[name])
+            ideal[name] = 1.0 if name.startswith("masked") else dense_macs / _macs(variants[name], inputs.shape[1:])
         measured = {}
         for batch in cfg.batches:
             x = Tensor(inputs[:batch])
@@ -649,7 +641,7 @@ def inference_speed(cfg: Config, models: dict, log=print) -> dict:
                                          "speedup": paired_ratio(samples["dense"], samples[name])}
             log(f"  {label}, batch {batch}: dense {format_seconds(measured['dense', batch]['median'])}")
         for name in order:
-            macs = _macs(variants[name])
+            macs = _macs(variants[name], inputs.shape[1:])
             row = [label, name, f"{macs:,}", f"{ideal[name]:.2f}x"]
             for batch in cfg.batches:
                 m = measured[name, batch]

@@ -113,7 +113,7 @@ def test_tiny_run_writes_every_table_plot_and_target(tiny_report):
         assert f"]({plot})" in text
 
     results = json.loads((out / "results.json").read_text(encoding="utf-8"))
-    assert [t["key"] for t in results["tables"]] == ["pruning_cost", "accuracy_vs_sparsity", "compression",
+    assert [t["key"] for t in results["tables"]] == ["pruning_cost", "accuracy_vs_sparsity", "compression", "recipe",
                                                      "inference_speed", "student_loop", "methods"]
     assert results["meta"]["machine"]["cores"] >= 1 and results["meta"]["machine"]["numpy"] == np.__version__
     targets = [t for table in results["tables"] for t in table["targets"]]
@@ -235,3 +235,17 @@ def test_the_readme_shows_the_committed_full_run_as_rendered():
     rendered = report.render_summary(saved, meta, images, "benchmarks/results/report.md")
     block = report.readme_block((root / "README.md").read_text(encoding="utf-8"))
     assert block == rendered.strip("\n"), "run: python -m benchmarks.report benchmarks/results --readme README.md"
+
+
+def test_tiny_run_recipe_steps_add_up(tiny_report):
+    "Table 3b: each step's file is no larger than the last, and 'saved' is exactly the difference."
+    out, _ = tiny_report
+    table = {t["key"]: t for t in json.loads((out / "results.json").read_text(encoding="utf-8"))["tables"]}["recipe"]
+    rows = [row for row in table["rows"] if row[:2] == ["MLP", "package"]]
+    number = lambda cell: int(cell.replace(",", ""))  # noqa: E731
+    steps = [number(row[3]) for row in rows[:6]]    # dense, pruning, header, quantization, QAT, Huffman
+    # QAT keeps the bytes, but a weight it rounds to exactly 0 is no longer stored
+    assert steps[0] > steps[1] > steps[2] > steps[3] >= steps[4] >= steps[5], steps
+    assert [number(row[4]) for row in rows[1:6]] == [a - b for a, b in zip(steps, steps[1:])]
+    assert "**the recipe**" in rows[5][2] and any(row[2].startswith("N:M 2:4") for row in rows)
+    assert {t["target"].split(":")[0] for t in table["targets"]} >= {"MLP, package split", "MLP, independent split"}
