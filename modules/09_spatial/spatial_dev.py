@@ -11,9 +11,9 @@
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from tinytorch.core.tensor import Tensor, get_rng
+from tinytorch.core.tensor import Tensor
 from tinytorch.core.autograd import Function
-from tinytorch.core.layers import Module
+from tinytorch.core.layers import Module, _rng
 
 # %% [markdown]
 # A fully connected layer treats an image as a bag of 64 unrelated numbers. A convolution
@@ -221,17 +221,6 @@ print("✓ conv2d forward and weight gradient on a hand-checked example")
 
 # %%
 #| export
-def _generator(rng) -> np.random.Generator:
-    "A Generator from `rng`: a Generator, an int seed, or None for the library generator."
-    if rng is None:
-        return get_rng()
-    if isinstance(rng, np.random.Generator):
-        return rng
-    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
-        return np.random.default_rng(int(rng))
-    raise TypeError(f"rng must be a numpy Generator, an int seed or None, got {type(rng).__name__}")
-
-
 class Conv2d(Module):
     "2-D convolution layer over (N, C, H, W) inputs; weight (out_channels, in_channels, kh, kw)."
 
@@ -245,7 +234,7 @@ class Conv2d(Module):
         self.kernel_size = _pair(kernel_size, "kernel_size")
         self.stride = _pair(stride, "stride")
         self.padding = _pair(padding, "padding", minimum=0)
-        generator = _generator(rng)
+        generator = _rng(rng)   # module 03's: a Generator, an int seed, or None for the library one
         fan_in = self.in_channels * self.kernel_size[0] * self.kernel_size[1]
         bound = 1.0 / np.sqrt(fan_in)
         shape = (self.out_channels, self.in_channels, *self.kernel_size)

@@ -5,13 +5,13 @@
 # %% auto #0
 __all__ = ['conv_output_shape', 'im2col', 'col2im', 'Conv2dFunction', 'conv2d', 'Conv2d', 'MaxPool2dFunction', 'MaxPool2d']
 
-# %% ../../modules/09_spatial/spatial_dev.py #e2444574
+# %% ../../modules/09_spatial/spatial_dev.py #b17909c5
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .tensor import Tensor, get_rng
+from .tensor import Tensor
 from .autograd import Function
-from .layers import Module
+from .layers import Module, _rng
 
 # %% ../../modules/09_spatial/spatial_dev.py #afbeeeb9
 def _pair(value, name: str, minimum: int = 1) -> tuple[int, int]:
@@ -116,18 +116,7 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padd
     tensors = (x, weight) if bias is None else (x, weight, bias)
     return Conv2dFunction.apply(*tensors, stride=stride, padding=padding)
 
-# %% ../../modules/09_spatial/spatial_dev.py #70d98c22
-def _generator(rng) -> np.random.Generator:
-    "A Generator from `rng`: a Generator, an int seed, or None for the library generator."
-    if rng is None:
-        return get_rng()
-    if isinstance(rng, np.random.Generator):
-        return rng
-    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
-        return np.random.default_rng(int(rng))
-    raise TypeError(f"rng must be a numpy Generator, an int seed or None, got {type(rng).__name__}")
-
-
+# %% ../../modules/09_spatial/spatial_dev.py #05edd71a
 class Conv2d(Module):
     "2-D convolution layer over (N, C, H, W) inputs; weight (out_channels, in_channels, kh, kw)."
 
@@ -141,7 +130,7 @@ class Conv2d(Module):
         self.kernel_size = _pair(kernel_size, "kernel_size")
         self.stride = _pair(stride, "stride")
         self.padding = _pair(padding, "padding", minimum=0)
-        generator = _generator(rng)
+        generator = _rng(rng)   # module 03's: a Generator, an int seed, or None for the library one
         fan_in = self.in_channels * self.kernel_size[0] * self.kernel_size[1]
         bound = 1.0 / np.sqrt(fan_in)
         shape = (self.out_channels, self.in_channels, *self.kernel_size)
