@@ -5,7 +5,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import TitoError
-from .export import LIB, _export_to, read_notebook
+from .export import LIB, export_notebook
 from .modules import all_modules
 from .testing import remembered
 
@@ -16,7 +16,7 @@ def _sync_state(module, root: Path) -> tuple[str, str]:
         staged.mkdir()
         try:
             for source in module.sources:
-                _export_to(read_notebook(source), source.resolve(), staged, (root / LIB).resolve())
+                export_notebook(source, staged, root / LIB)
         except (TitoError, Exception):
             return "no", "export fails"
         files = [p for p in staged.rglob("*.py")]
