@@ -124,7 +124,7 @@ class QuantParams:
             detail = f"scale∈[{self.scale.min():.4g}, {self.scale.max():.4g}]"
         return f"QuantParams({kind}, bits={self.bits}, {detail})"
 
-# %% ../../modules/17_quantization/quantization_dev.py #fc2572ff
+# %% ../../modules/17_quantization/quantization_dev.py #454116b8
 def compute_qparams(x, bits: int = 8, symmetric: bool = False, per_channel: bool = False,
                     axis: int = 0) -> QuantParams:
     """Scale and zero point that map the range of `x` (stretched to include 0) onto `bits`-bit codes.
@@ -156,8 +156,10 @@ def compute_qparams(x, bits: int = 8, symmetric: bool = False, per_channel: bool
     scale = scale.astype(np.float32)
     if np.any(np.isinf(scale)):
         raise ValueError("x spans a range too wide for float32 scales")
-    # A nonzero range so tiny that its scale underflows float32 still needs a positive step.
-    scale = np.where(scale > 0, scale, np.float32(np.finfo(np.float32).tiny))
+    # The step never drops below the smallest normal float32 (about 1.2e-38). A subnormal scale
+    # keeps only a few significant bits, so x / scale lands up to a whole step away and the
+    # half-a-step promise breaks; a channel of subnormal values quantizes to zeros instead.
+    scale = np.maximum(scale, np.finfo(np.float32).tiny)
     scale = np.where(empty, np.float32(1.0), scale)
     if symmetric:
         zero_point = np.zeros(np.shape(scale), dtype=np.int32)
