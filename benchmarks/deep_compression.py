@@ -63,10 +63,12 @@ class Setup:
     dense_epochs: dict = field(default_factory=lambda: {"lenet300": 10, "lenet5": 6})
     # sparsities, pruned in this order, each continuing from the previous one; bit widths tried at each
     # (a one-seed exploration found 98% / 3-bit and 98.5% / 3-bit within a point of dense)
+    # LeNet-5 straight to 98.5% in 8 one-epoch steps lost 1.0 point (worst seed 1.9), and 99% collapsed:
+    # it reaches 97% first, then 98%.
     grid: dict = field(default_factory=lambda: {"lenet300": ((0.97, (3,)), (0.98, (4, 3)), (0.985, (3,))),
-                                                "lenet5": ((0.985, (3,)), (0.99, (3,)))})
+                                                "lenet5": ((0.97, (4,)), (0.98, (4, 3)))})
     steps: int = 8                         # pruning steps to the first sparsity ...
-    more_steps: int = 2                    # ... and from one sparsity to the next
+    more_steps: dict = field(default_factory=lambda: {"lenet300": 2, "lenet5": 3})   # ... and to each next one
     epochs_per_step: dict = field(default_factory=lambda: {"lenet300": 2, "lenet5": 1})
     qat_epochs: dict = field(default_factory=lambda: {"lenet300": 6, "lenet5": 3})
     min_keep: float = 0.01                 # every layer keeps at least 1% of its weights
@@ -75,10 +77,11 @@ class Setup:
 SETUPS = {
     "full": Setup(),
     "quick": Setup(seeds=(0,), train_images=600, dense_epochs={"lenet300": 3, "lenet5": 1},
-                   grid={"lenet300": ((0.95, (4,)),), "lenet5": ((0.95, (4,)),)}, steps=2, more_steps=1,
+                   grid={"lenet300": ((0.95, (4,)),), "lenet5": ((0.95, (4,)),)}, steps=2,
+                   more_steps={"lenet300": 1, "lenet5": 1},
                    epochs_per_step={"lenet300": 1, "lenet5": 1}, qat_epochs={"lenet300": 1, "lenet5": 1}),
     "tiny": Setup(seeds=(0,), models=("lenet300",), train_images=200, dense_epochs={"lenet300": 1},
-                  grid={"lenet300": ((0.9, (4,)),)}, steps=1, more_steps=1, epochs_per_step={"lenet300": 1},
+                  grid={"lenet300": ((0.9, (4,)),)}, steps=1, more_steps={"lenet300": 1}, epochs_per_step={"lenet300": 1},
                   qat_epochs={"lenet300": 1}),
 }
 
@@ -141,7 +144,7 @@ def run_seed(kind: str, seed: int, setup: Setup, folder: Path) -> dict:
     pruned, done = model, 0.0
     for sparsity, bit_widths in setup.grid[kind]:
         pruned = copy.deepcopy(pruned)
-        iterative_prune(pruned, make_train(), sparsity, steps=setup.steps if done == 0.0 else setup.more_steps,
+        iterative_prune(pruned, make_train(), sparsity, steps=setup.steps if done == 0.0 else setup.more_steps[kind],
                         epochs_per_step=setup.epochs_per_step[kind], initial_sparsity=done, min_keep=setup.min_keep,
                         lr=FINETUNE_LR, progress=False)
         done = sparsity
@@ -270,7 +273,7 @@ def dc_table(kind: str, setup: Setup, log=print) -> dict:
         f"layer by bytes instead of 5-bit; biases stored (INT8) and counted, with the header and checksum.",
         f"Recipe: dense {setup.dense_epochs[kind]} epochs (Adam {MNIST_LR:g}, cosine); `iterative_prune` to the first "
         f"sparsity in {setup.steps} cubic steps of {setup.epochs_per_step[kind]} epoch(s), to the next in "
-        f"{setup.more_steps} more (Adam {FINETUNE_LR:g}); then `compress(pruned, None, bits=b, train_data=..., "
+        f"{setup.more_steps[kind]} more (Adam {FINETUNE_LR:g}); then `compress(pruned, None, bits=b, train_data=..., "
         f"qat_epochs={setup.qat_epochs[kind]})`, its defaults otherwise. The table's layer and step rows show the "
         f"smallest setting within the limits ({limits}).",
     ]
