@@ -6,6 +6,7 @@
 4. `inference_speed`       dense, masked, structured, CSR at batch 1 and 64, measured vs ideal
 5. `student_loop`          how long `tito export 18_compression` and `tito test 18_compression` take
 6. `methods_compared`      pruning, low rank, distillation and all together: bytes, FLOPs, latency, accuracy
+8a, 8b. `deep_compression.py`  Deep Compression's LeNet-300-100 and LeNet-5 tables on MNIST, beside the paper's
 
 Each returns a table dict (`key`, `title`, `columns`, `rows`, `notes`, `targets`, `data`, `seconds`)
 that `report.py` renders. Only the public API of `tinytorch.compression` (prune, lowrank, distill) is used.
@@ -13,6 +14,7 @@ that `report.py` renders. Only the public API of `tinytorch.compression` (prune,
 from __future__ import annotations
 
 import copy
+import functools
 import cProfile
 import pstats
 import subprocess
@@ -25,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tinytorch.compression.pipeline import DIGITS_RECIPES, compress, save_dense
+from tinytorch.compression.pipeline import DIGITS_RECIPES, compress as _compress, save_dense
 from tinytorch.compression.prune import iterative_prune, magnitude_prune, measure_sparsity, structured_prune
 from tinytorch.compression.sparse import SparseLinear, to_sparse
 from tinytorch.compression.storage import load_compressed
@@ -43,9 +45,14 @@ from tinytorch.core.tensor import Tensor, manual_seed
 from tinytorch.core.training import evaluate, fit
 from tinytorch.data.loader import digits_loaders
 
+from .deep_compression import KEYS as DC_KEYS, SETUPS as DC_SETUPS, TITLES as DC_TITLES, dc_table
 from .recipe import recipe_table
 from .report import table as _table, target as _target
 from .timing import format_seconds, interleaved, paired_ratio, summary, timed
+
+# These tables name every storage setting they measure; unnamed ones keep the values they were measured with
+# (fixed-width codes, FP32 biases, 8-bit deltas), not compress's smallest-file defaults.
+compress = functools.partial(_compress, coding="fixed", bias_bits=32, index_bits=8)
 
 # The issue's targets, in one place.
 PARTITION_MAX_RATIO = 1.5        # tinytorch within 1.5x of a bare np.partition pruning
@@ -850,26 +857,41 @@ def methods_compared(cfg: Config, models: dict, log=print) -> dict:
 
 # --------------------------------------------------------------------------------------------
 
-def run(cfg: Config, root: Path, log=print) -> dict:
-    "Every table, in order; returns {'config', 'tables', 'seconds'}."
-    tables, seconds = [], {}
-    steps = 6
+TABLE_KEYS = ("pruning_cost", "accuracy_vs_sparsity", "compression", "recipe", "inference_speed", "student_loop",
+              "methods", *DC_KEYS.values())
+NEEDS_MODELS = {"compression", "recipe", "inference_speed", "methods"}   # they start from table 2's models
 
-    def step(i, title, fn):
+
+def run(cfg: Config, root: Path, log=print, only=None) -> dict:
+    """Every table, in order, or only those whose key is in `only` (table 2 runs unreported when a table
+    needs its models); returns {'config', 'tables'}."""
+    unknown = sorted(set(only or ()) - set(TABLE_KEYS))
+    if unknown:
+        raise ValueError(f"no table named {', '.join(unknown)}; tables: {', '.join(TABLE_KEYS)}")
+    tables, seconds = [], {}
+    steps = 7
+
+    def step(i, title, fn, key):
+        if only is not None and key not in only and not (key == "accuracy_vs_sparsity" and NEEDS_MODELS & set(only)):
+            return None, None
         log(f"[{i}/{steps}] {title}")
         start = time.perf_counter()
         out = fn()
-        table = out[0] if isinstance(out, tuple) else out
-        table["seconds"] = time.perf_counter() - start
-        tables.append(table)
-        log(f"      done in {format_seconds(table['seconds'])}")
-        return out
+        for table in out if isinstance(out, list) else [out[0] if isinstance(out, tuple) else out]:
+            table["seconds"] = table.get("seconds", time.perf_counter() - start)
+            if only is None or table["key"] in only:
+                tables.append(table)
+        log(f"      done in {format_seconds(time.perf_counter() - start)}")
+        return out if isinstance(out, tuple) else (out, None)
 
-    step(1, "pruning cost", lambda: pruning_cost(cfg, log))
-    _, models = step(2, "accuracy vs sparsity", lambda: accuracy_vs_sparsity(cfg, log))
-    step(3, "compression", lambda: compression_sizes(cfg, models, log))
-    step("3b", "compression recipe", lambda: recipe_table(cfg, models, log))
-    step(4, "inference speed", lambda: inference_speed(cfg, models, log))
-    step(5, "student loop", lambda: student_loop(cfg, root, log))
-    step(6, "compression methods compared", lambda: methods_compared(cfg, models, log))
+    step(1, "pruning cost", lambda: pruning_cost(cfg, log), "pruning_cost")
+    _, models = step(2, "accuracy vs sparsity", lambda: accuracy_vs_sparsity(cfg, log), "accuracy_vs_sparsity")
+    step(3, "compression", lambda: compression_sizes(cfg, models, log), "compression")
+    step("3b", "compression recipe", lambda: recipe_table(cfg, models, log), "recipe")
+    step(4, "inference speed", lambda: inference_speed(cfg, models, log), "inference_speed")
+    step(5, "student loop", lambda: student_loop(cfg, root, log), "student_loop")
+    step(6, "compression methods compared", lambda: methods_compared(cfg, models, log), "methods")
+    for kind in DC_SETUPS[cfg.name].models:   # tables 8a and 8b (benchmarks/deep_compression.py)
+        step(DC_TITLES[kind].split(".")[0], DC_TITLES[kind].split(". ")[1],
+             lambda kind=kind: dc_table(kind, DC_SETUPS[cfg.name], log), DC_KEYS[kind])
     return {"config": asdict(cfg), "tables": tables}

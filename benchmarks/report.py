@@ -185,14 +185,43 @@ def _machine_line(machine: dict) -> str:
             f"{torch}")
 
 
+def merge_rerun(path: Path, result: dict, meta: dict, order: tuple) -> tuple[dict, dict]:
+    """The saved run at `path` (results.json) with the tables of `result` (a run of some tables only)
+    put in place of their entries, in `order`; its meta records the rerun. Without a saved run, the
+    partial run as it is. ValueError if the saved run is of another mode."""
+    if not Path(path).exists():
+        return result, {**meta, "reruns": [_rerun(result, meta)]}
+    saved = json.loads(Path(path).read_text(encoding="utf-8"))
+    old_meta = saved.pop("meta")
+    if old_meta["mode"] != meta["mode"]:
+        raise ValueError(f"{path} holds a {old_meta['mode']} run; rerun its tables in {old_meta['mode']} mode, "
+                         f"not {meta['mode']}")
+    new = {t["key"]: t for t in result["tables"]}
+    old = {t["key"]: t for t in saved["tables"]}
+    replaced = sum(old[k].get("seconds", 0.0) for k in new if k in old)
+    tables = {**old, **new}
+    keys = [k for k in order if k in tables] + [k for k in tables if k not in order]
+    merged_meta = {**old_meta, "seconds": old_meta["seconds"] - replaced + sum(t["seconds"] for t in new.values()),
+                   "reruns": [*old_meta.get("reruns", []), _rerun(result, meta)]}
+    return {**saved, "tables": [tables[k] for k in keys]}, merged_meta
+
+
+def _rerun(result: dict, meta: dict) -> dict:
+    return {"tables": [t["key"] for t in result["tables"]], "date": meta["date"], "commit": meta["commit"]["commit"],
+            "dirty": meta["commit"]["dirty"], "seconds": meta["seconds"], "command": meta["command"]}
+
+
 def _run_lines(result: dict, meta: dict) -> list:
     tables = result["tables"]
     code = meta["commit"]
     dirty = f" plus uncommitted changes in {len(code['changed'])} path(s)" if code["dirty"] else ""
     durations = ", ".join(f"table {t['title'].split('.')[0]} {format_seconds(t['seconds'])}" for t in tables)
+    reruns = [f"tables {', '.join(r['tables'])} rerun {r['date']} at commit `{r['commit']}`"
+              f"{' plus uncommitted changes' if r['dirty'] else ''} ({format_seconds(r['seconds'])}, `{r['command']}`)"
+              for r in meta.get("reruns", [])]
     return [
         f"- **Run:** {meta['mode']} mode, {meta['date']}, {format_seconds(meta['seconds'])} in total "
-        f"({durations}).",
+        f"({durations})" + (f"; {'; '.join(reruns)}" if reruns else "") + ".",
         f"- **Machine:** {_machine_line(meta['machine'])}; shared with other jobs: 1-minute load average "
         f"{meta['load']['start']:.1f} at the start, {meta['load']['end']:.1f} at the end.",
         f"- **Code:** commit `{code['commit']}`{dirty}; `tinytorch/compression/prune.py` sha256 `{meta['prune_sha']}`.",
@@ -244,22 +273,31 @@ def render_summary(result: dict, meta: dict, images: dict, report_link: str) -> 
         if key in images:
             lines.extend([f"![{table['title']}]({images[key]})", ""])
 
-    section("pruning_cost", _pick(tables["pruning_cost"], ["method", "median", "time vs tinytorch"]))
-    section("accuracy_vs_sparsity", markdown_table(tables["accuracy_vs_sparsity"]["columns"],
-                                                   tables["accuracy_vs_sparsity"]["rows"]))
-    section("compression", _pick(tables["compression"], tables["compression"]["columns"],
-                                 lambda row: row[1] in ("dense, FP32", "dense, INT8") or row[1].startswith("**")
-                                 or "(iterative), INT8, delta (8-bit)" in row[1]))
-    if "recipe" in tables:   # results written before table 3b existed have no such table
+    # A table missing from the results (written before it existed, or a partial run) has no section.
+    if "pruning_cost" in tables:
+        section("pruning_cost", _pick(tables["pruning_cost"], ["method", "median", "time vs tinytorch"]))
+    if "accuracy_vs_sparsity" in tables:
+        section("accuracy_vs_sparsity", markdown_table(tables["accuracy_vs_sparsity"]["columns"],
+                                                       tables["accuracy_vs_sparsity"]["rows"]))
+    if "compression" in tables:
+        section("compression", _pick(tables["compression"], tables["compression"]["columns"],
+                                     lambda row: row[1] in ("dense, FP32", "dense, INT8") or row[1].startswith("**")
+                                     or "(iterative), INT8, delta (8-bit)" in row[1]))
+    if "recipe" in tables:
         section("recipe", markdown_table(tables["recipe"]["columns"], tables["recipe"]["rows"]))
-    speed = tables["inference_speed"]
-    speed_columns = ["model", "variant", "ideal (FLOP) speedup"] + [c for c in speed["columns"] if c.endswith("speedup")
-                                                                    and c.startswith("batch")]
-    section("inference_speed", _pick(speed, speed_columns,
-                                     lambda row: row[1] != "dense" and not row[1].startswith(("masked 95", "masked 99"))))
-    section("student_loop", _pick(tables["student_loop"], ["command", "median", "runs", "outcome"]))
-    if "methods" in tables:   # results written before table 6 existed have no such table
+    if "inference_speed" in tables:
+        speed = tables["inference_speed"]
+        speed_columns = ["model", "variant", "ideal (FLOP) speedup"] + [c for c in speed["columns"]
+                                                                        if c.endswith("speedup") and c.startswith("batch")]
+        section("inference_speed", _pick(speed, speed_columns, lambda row: row[1] != "dense"
+                                         and not row[1].startswith(("masked 95", "masked 99"))))
+    if "student_loop" in tables:
+        section("student_loop", _pick(tables["student_loop"], ["command", "median", "runs", "outcome"]))
+    if "methods" in tables:
         section("methods", markdown_table(tables["methods"]["columns"], tables["methods"]["rows"]))
+    for key in ("deep_compression_lenet300", "deep_compression_lenet5"):   # tables 8a and 8b
+        if key in tables:
+            section(key, markdown_table(tables[key]["columns"], tables[key]["rows"]))
     return "\n".join(lines)
 
 

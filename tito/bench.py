@@ -38,8 +38,16 @@ def run_bench(args) -> int:
     if out.exists() and not out.is_dir():
         raise TitoError(f"--out must be a folder, but {out} is a file", exit_code=2)
     shown = {"full": "", "quick": " --quick", "tiny": " --tiny"}[mode]
+    tables = getattr(args, "tables", None)
+    if tables is not None:
+        tables = ",".join(name.strip() for name in tables.split(",") if name.strip())
+        if not tables:
+            raise TitoError("--tables needs table names, e.g. --tables deep_compression_lenet300", exit_code=2)
+        shown += f" --tables {tables}"
     command = f"tito bench {module.id}{shown}" + (f" --out {args.out}" if args.out else "")
     cmd = [sys.executable, "-m", "benchmarks", module.id, "--mode", mode, "--out", str(out), "--command", command]
+    if tables is not None:
+        cmd += ["--tables", tables]
     if args.no_torch:
         cmd.append("--no-torch")
     return subprocess.run(cmd, cwd=root, env=bench_env(root)).returncode

@@ -323,6 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a short run (about a minute) instead of the full one")
     p.add_argument("--out", metavar="DIR", help="report folder (default bench_results/scratch/MODULE-MODE, git-ignored)")
     p.add_argument("--no-torch", action="store_true", help="leave PyTorch out of the comparison even if installed")
+    p.add_argument("--tables", metavar="NAME[,NAME]", help="rerun only these tables (keys as in results.json, "
+                   "e.g. deep_compression_lenet300) and replace just their entries in --out's results.json")
     p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # tito's own tests: seconds, not minutes
     p.set_defaults(func=cmd_bench)
     return parser

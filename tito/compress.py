@@ -72,7 +72,8 @@ def run_compress(args) -> int:
         per_layer = layer_sparsity(model)
         # The course page's recipe (INT8 values after training), then the best one: the quantizer in
         # the fine-tuning loop, Huffman-coded streams.
-        int8 = saved(compress(model, sparsity=None, bits=8, index_bits=args.index_bits, bias_bits=args.bias_bits),
+        int8 = saved(compress(model, sparsity=None, bits=8, index_bits=args.index_bits, bias_bits=args.bias_bits,
+                              coding="fixed"),
                      Path(tmp) / "int8.ttcz")
         how = "weight sharing" if args.share else "quantization-aware fine-tuning"
         print(f"{how} with {args.bits}-bit values for {args.qat_epochs} epochs ...", flush=True)

@@ -19,8 +19,8 @@ from tinytorch.compression.nm import encode_nm, is_nm_sparse, nm_prune, position
 from tinytorch.compression.prune import (compress_weight, iterative_prune, magnitude_prune, measure_sparsity,
                                          prunable_layers, prunable_weights)
 from tinytorch.compression.qat import quantize_aware_finetune, share_weights
-from tinytorch.compression.storage import (CODINGS, CompressedModel, _check_value_bits, _layer_spec, pack_bits,
-                                           unpack_bits)
+from tinytorch.compression.storage import (CODINGS, CompressedModel, _check_value_bits, _entry_layout, _layer_spec,
+                                           _varint, pack_bits, unpack_bits)
 
 # %% [markdown]
 # Two kinds of entry go beyond the lesson's `compress_weight` (`storage_dev.py` describes them):
@@ -82,6 +82,17 @@ print("✓ an N:M entry stores 2 values and 2 places per group; a codebook entry
 # `compress` checks its arguments before it touches the model, then builds one entry per weight:
 # with a codebook if one is given for it, else as N:M positions if `nm` is given and the weight
 # is N:M sparse (its rows must tile into groups of `m`), else with the lesson's `compress_weight`.
+#
+# **One call, the smallest file.** The defaults are the recipe's best storage, so that
+# `compress(model, 0.95, bits=3, train_data=train)` with nothing else writes the smallest file
+# the recipe knows: `coding="huffman"` (each stream is Huffman-coded only where that is smaller,
+# so it is never larger than `"fixed"`), INT8 biases (`bias_bits=8`: a bias is one number per
+# output, 8 bits lose nothing measurable) and `index_bits=None`, which tries every delta width
+# from 2 to 16 bits for each weight and keeps the one whose entry takes the fewest bytes. The
+# best width depends on the sparsity: narrow deltas need filler entries across long gaps, wide
+# ones waste bits on short gaps, and Huffman coding shifts the balance again, so it is measured,
+# not guessed. Pass `coding="fixed"`, `bias_bits=32` or an `index_bits` to store exactly what
+# you ask for (the lesson's exercises do).
 
 # %%
 #| export
@@ -122,6 +133,29 @@ def _fits_nm(weight: np.ndarray, n: int, m: int) -> bool:
         return False
 
 
+DELTA_WIDTHS = tuple(range(2, 17))   # the delta widths index_bits=None chooses from (the format allows 1..16)
+
+
+def _entry_bytes(entry: dict, coding: str) -> int:
+    "Bytes an entry takes in a version-2 file: its header fields and its payload."
+    fields, chunks = _entry_layout(entry, coding)
+    return sum(len(_varint(field)) for field in fields) + sum(len(data) for _, data in chunks)
+
+
+def _smallest_delta_entry(name: str, weight: np.ndarray, bits: int, per_channel: bool, coding: str,
+                          codebook: np.ndarray | None) -> dict:
+    "The delta entry of `weight` at the width in DELTA_WIDTHS that stores it in the fewest bytes (narrowest on a tie)."
+    best, best_bytes = None, None
+    for width in DELTA_WIDTHS:
+        entry = compress_weight(weight, bits=bits, index="delta", index_bits=width, per_channel=per_channel)
+        if codebook is not None:
+            entry = _codebook_entry(name, entry, codebook)
+        size = _entry_bytes(entry, coding)
+        if best_bytes is None or size < best_bytes:
+            best, best_bytes = entry, size
+    return best
+
+
 def _train_recipe(model, train_data, sparsity, bits: int, nm, per_channel: bool, steps: int,
                   epochs_per_step: int, qat_epochs: int, lr: float, share: bool) -> tuple:
     "Prune (if needed) and fine-tune `model` in place with its quantizer in the loop; returns it and its codebooks."
@@ -145,9 +179,9 @@ def _train_recipe(model, train_data, sparsity, bits: int, nm, per_channel: bool,
     return model, {}
 
 
-def compress(model, sparsity: float | None = None, bits: int = 8, index: str = "delta", index_bits: int = 8,
-             per_channel: bool = False, bias_bits: int = 32, scope: str = "global", min_keep: float = 0.0,
-             coding: str = "fixed", nm=None, codebooks=None, train_data=None, steps: int = 10,
+def compress(model, sparsity: float | None = None, bits: int = 8, index: str = "delta", index_bits: int | None = None,
+             per_channel: bool = False, bias_bits: int = 8, scope: str = "global", min_keep: float = 0.0,
+             coding: str = "huffman", nm=None, codebooks=None, train_data=None, steps: int = 10,
              epochs_per_step: int = 3, qat_epochs: int = 10, lr: float = 3e-3, share: bool = False) -> CompressedModel:
     """Prune a copy of `model` to `sparsity` (None: keep its zeros as they are) and store every prunable
     weight with `compress_weight`; the other parameters (biases) are stored densely with `bias_bits`.
@@ -159,8 +193,10 @@ def compress(model, sparsity: float | None = None, bits: int = 8, index: str = "
     (`quantize_aware_finetune`), or, with `share=True`, its weights are shared through a k-means
     codebook per layer whose centroids are fine-tuned (`share_weights`). Adam from `lr` throughout.
 
-    `coding`: "fixed" (every code at its bit width) or "huffman" (each stream of codes, values,
-    deltas, N:M positions and INT8 bias codes, Huffman-coded when that is smaller).
+    The defaults write the smallest file the recipe knows: `coding="huffman"` (each stream of codes,
+    values, deltas, N:M positions and INT8 bias codes, Huffman-coded when that is smaller; "fixed":
+    every code at its bit width), `bias_bits=8`, and `index_bits=None`: each delta-indexed weight
+    takes the width (2..16 bits) that stores it in the fewest bytes; an int fixes the width.
     `nm=(n, m)`: weights that are n:m sparse along their inputs store their positions with
     log2(m) bits each (the others use `index`). `codebooks={weight name: codebook}` (a 1-d array,
     or `share_weights`' `(codebook, indices)`): that weight stores the codebook and one index per
@@ -189,8 +225,12 @@ def compress(model, sparsity: float | None = None, bits: int = 8, index: str = "
         value_bits = 32 if name in books else bits   # a codebook entry starts from the exact values
         if nm is not None and _fits_nm(data, *nm):
             entry = _nm_entry(data, value_bits, *nm, per_channel=per_channel)
+        elif index == "delta" and index_bits is None:   # the width measured to store this weight smallest
+            weights[name] = _smallest_delta_entry(name, data, value_bits, per_channel, coding, books.get(name))
+            continue
         else:
-            entry = compress_weight(data, bits=value_bits, index=index, index_bits=index_bits, per_channel=per_channel)
+            entry = compress_weight(data, bits=value_bits, index=index, index_bits=8 if index_bits is None else index_bits,
+                                    per_channel=per_channel)
         weights[name] = _codebook_entry(name, entry, books[name]) if name in books else entry
     biases = {name: compress_weight(p.data, bits=bias_bits, index="dense")
               for name, p in model.named_parameters() if name not in weights}

@@ -320,7 +320,7 @@ quantize_aware_finetune(net, toy, bits=3, epochs=5, lr=1e-2)
 assert np.all(net[0].weight.data[pruned] == 0.0), "pruned weights are exactly zero after QAT"
 for layer in (net[0], net[2]):
     assert np.array_equal(layer.weight.data, fake_quantize_array(layer.weight.data, bits=3))
-stored = compress(net, sparsity=None, bits=3).decompress()
+stored = compress(net, sparsity=None, bits=3, bias_bits=32).decompress()   # FP32 biases: exactly this model
 assert np.array_equal(stored(toy[0][0]).data, net(toy[0][0]).data), "the file holds exactly this model"
 print("✓ after QAT the masks hold and compress(bits=3) stores the model without changing it")
 

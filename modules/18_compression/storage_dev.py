@@ -1057,10 +1057,10 @@ mlp = digits_mlp(seed=0)
 train_digits_model(mlp, epochs=5, seed=0)
 nm_mlp = copy.deepcopy(mlp)          # for the N:M example below
 iterative_prune(mlp, train_flat, 0.95, steps=4, epochs_per_step=2, progress=False)
-SETTINGS = dict(sparsity=None, bits=4, index="delta", index_bits=6, bias_bits=8)
+SETTINGS = dict(sparsity=None, bits=4, index="delta", index_bits=6, bias_bits=8, coding="fixed")
 files = {"version 1 (JSON header)": compress(mlp, **SETTINGS),
          "version 2, fixed": compress(mlp, **SETTINGS),
-         "version 2, huffman": compress(mlp, coding="huffman", **SETTINGS)}
+         "version 2, huffman": compress(mlp, **{**SETTINGS, "coding": "huffman"})}
 files["version 1 (JSON header)"].version = 1
 parts = ("values", "indices", "scales", "biases", "header")
 print(f"{'digits MLP, 95%, 4-bit':<26}" + "".join(f"{p:>9}" for p in parts) + f"{'file':>9}")

@@ -27,7 +27,7 @@ def load_compressed_bytes(data: bytes):
         return load_compressed(Path(tmp) / "f.ttcz").decompress()
 
 
-SETTINGS = dict(sparsity=0.95, bits=4, index="delta", index_bits=6, bias_bits=8)   # the lesson's best file
+SETTINGS = dict(sparsity=0.95, bits=4, index="delta", index_bits=6, bias_bits=8, coding="fixed")   # the lesson's best file, fixed-width codes
 
 
 def weights_of(model) -> dict:
@@ -67,7 +67,7 @@ def test_breakdown_sums_to_the_file_size(options, tmp_path):
 def test_huffman_coding_is_exact_and_never_larger_on_the_trained_mlp(mlp, tmp_path):
     magnitude_prune(mlp, 0.95)
     fixed = compress(mlp, **{**SETTINGS, "sparsity": None})
-    coded = compress(mlp, **{**SETTINGS, "sparsity": None}, coding="huffman")
+    coded = compress(mlp, **{**SETTINGS, "sparsity": None, "coding": "huffman"})
     coded.save(tmp_path / "h.ttcz")
     assert same_weights(load_compressed(tmp_path / "h.ttcz").decompress(), fixed.decompress())
     a, b = fixed.breakdown(), coded.breakdown()
@@ -77,7 +77,7 @@ def test_huffman_coding_is_exact_and_never_larger_on_the_trained_mlp(mlp, tmp_pa
 
 
 def test_a_huffman_stream_costs_its_table_its_codes_and_two_size_varints():
-    cm = compress(digits_mlp(seed=0), **SETTINGS, coding="huffman")
+    cm = compress(digits_mlp(seed=0), **{**SETTINGS, "coding": "huffman"})
     entry = cm.weights["0.weight"]
     fields, chunks = storage._entry_layout(entry, "huffman")
     assert fields[0] & storage.CODED_POSITIONS
@@ -93,7 +93,7 @@ def test_a_huffman_stream_costs_its_table_its_codes_and_two_size_varints():
 def test_each_stream_is_the_smaller_of_fixed_and_huffman(n, bits, seed):
     rng = np.random.default_rng(seed)
     model = Sequential(Linear(n, 3, rng=rng), ReLU(), Linear(3, 2, rng=rng))
-    fixed = compress(model, sparsity=0.5, bits=bits, index_bits=3, bias_bits=8)
+    fixed = compress(model, sparsity=0.5, bits=bits, index_bits=3, bias_bits=8, coding="fixed")
     coded = compress(model, sparsity=0.5, bits=bits, index_bits=3, bias_bits=8, coding="huffman")
     for name in fixed.weights:
         _, a = storage._entry_layout(fixed.weights[name], "fixed")

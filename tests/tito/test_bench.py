@@ -17,7 +17,8 @@ from benchmarks.report import STATUSES  # noqa: E402
 from benchmarks.timing import format_seconds, interleaved, paired_ratio, summary, timed  # noqa: E402
 
 SECTIONS = ["## Targets", "## 1. Pruning cost", "## 2. Accuracy vs sparsity", "## 3. Compression",
-            "## 4. Inference speed", "## 5. Student loop", "## 6. Compression methods compared"]
+            "## 4. Inference speed", "## 5. Student loop", "## 6. Compression methods compared",
+            "## 8a. Deep Compression reproduced: LeNet-300-100 on MNIST"]
 PLOTS = ["pruning_cost.png", "accuracy_vs_sparsity.png", "compression.png", "inference_speed.png", "methods.png"]
 
 
@@ -114,7 +115,8 @@ def test_tiny_run_writes_every_table_plot_and_target(tiny_report):
 
     results = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert [t["key"] for t in results["tables"]] == ["pruning_cost", "accuracy_vs_sparsity", "compression", "recipe",
-                                                     "inference_speed", "student_loop", "methods"]
+                                                     "inference_speed", "student_loop", "methods",
+                                                     "deep_compression_lenet300"]
     assert results["meta"]["machine"]["cores"] >= 1 and results["meta"]["machine"]["numpy"] == np.__version__
     targets = [t for table in results["tables"] for t in table["targets"]]
     names = " ".join(t["target"] for t in targets)
@@ -249,3 +251,54 @@ def test_tiny_run_recipe_steps_add_up(tiny_report):
     assert [number(row[4]) for row in rows[1:6]] == [a - b for a, b in zip(steps, steps[1:])]
     assert "**the recipe**" in rows[5][2] and any(row[2].startswith("N:M 2:4") for row in rows)
     assert {t["target"].split(":")[0] for t in table["targets"]} >= {"MLP, package split", "MLP, independent split"}
+
+
+def test_tables_reruns_only_the_named_tables_and_keeps_the_others(tiny_report, tmp_path):
+    import shutil
+
+    out, _ = tiny_report
+    copy = tmp_path / "results"
+    shutil.copytree(out, copy)
+    before = json.loads((copy / "results.json").read_text(encoding="utf-8"))
+    proc = run_tito(REPO, "bench", "18_compression", "--tiny", "--tables", "deep_compression_lenet300",
+                    "--out", str(copy), timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "[8a/" in proc.stdout and "[1/" not in proc.stdout and "[2/" not in proc.stdout   # nothing else ran
+    after = json.loads((copy / "results.json").read_text(encoding="utf-8"))
+    assert [t["key"] for t in after["tables"]] == [t["key"] for t in before["tables"]]
+    for old, new in zip(before["tables"], after["tables"]):
+        if old["key"] != "deep_compression_lenet300":
+            assert new == old, old["key"]
+    [rerun] = after["meta"]["reruns"]
+    assert rerun["tables"] == ["deep_compression_lenet300"] and "--tables deep_compression_lenet300" in rerun["command"]
+    assert {k: v for k, v in after["meta"].items() if k not in ("reruns", "seconds")} == \
+        {k: v for k, v in before["meta"].items() if k != "seconds"}
+    new_table = [t for t in after["tables"] if t["key"] == "deep_compression_lenet300"][0]
+    assert new_table["rows"] == [t for t in before["tables"] if t["key"] == "deep_compression_lenet300"][0]["rows"]
+    report = (copy / "report.md").read_text(encoding="utf-8")
+    assert "tables deep_compression_lenet300 rerun" in report and "## 1. Pruning cost" in report
+
+
+def test_tables_refuses_unknown_names_and_another_mode(tiny_report, tmp_path):
+    proc = run_tito(REPO, "bench", "18_compression", "--tiny", "--tables", "lenet7", "--out", str(tmp_path / "x"))
+    assert proc.returncode == 2 and "no table named lenet7" in proc.stderr
+    out, _ = tiny_report
+    proc = run_tito(REPO, "bench", "18_compression", "--quick", "--tables", "deep_compression_lenet300", "--out", str(out))
+    assert proc.returncode == 2 and "holds a tiny run" in proc.stderr
+
+
+def test_deep_compression_table_lists_layers_steps_and_the_paper(tiny_report):
+    out, _ = tiny_report
+    tables = {t["key"]: t for t in json.loads((out / "results.json").read_text(encoding="utf-8"))["tables"]}
+    table = tables["deep_compression_lenet300"]
+    labels = [row[0] for row in table["rows"]]
+    assert labels[:3] == ["ip1 (`0.weight`)", "ip2 (`2.weight`)", "ip3 (`4.weight`)"]
+    assert labels[3:7] == ["dense FP32 file", "pruning (FP32 values, deltas)",
+                           "+ quantization (4-bit QAT, INT8 biases, fixed-width codes)", "+ Huffman coding: **total**"]
+    assert [row[1] for row in table["rows"][:3]] == ["235,200", "30,000", "1,000"]
+    assert "1,070 KB, error 1.64%" in table["rows"][3][-1] and "**40x**" in table["rows"][6][-1]
+    number = lambda cell: float(cell.replace(",", "").strip("*x"))  # noqa: E731
+    dense, pruned, quantized, final = (number(table["rows"][i][4]) for i in range(3, 7))
+    assert dense > pruned > quantized > final
+    assert number(table["rows"][6][5]) == pytest.approx(dense / final, rel=0.01)
+    assert any("5,000-image MNIST" in note for note in table["notes"])
