@@ -16,7 +16,7 @@ from .activations import Activation
 from .layers import Linear, Module, Sequential
 from .spatial import Conv2d
 
-# %% ../../modules/09_spatial/blocks_dev.py #1ea4dc68
+# %% ../../modules/09_spatial/blocks_dev.py #0d1b8797
 class BatchNormFunction(Function):
     "Normalize `x` per channel (axis 1) with `mean`, `var`, then scale by `weight` and shift by `bias`."
 
@@ -55,8 +55,8 @@ class _BatchNorm(Module):
         super().__init__()
         if isinstance(num_features, bool) or not isinstance(num_features, (int, np.integer)) or num_features <= 0:
             raise ValueError(f"num_features must be a positive int, got {num_features!r}")
-        if isinstance(eps, bool) or not isinstance(eps, (int, float, np.floating)) or not eps > 0:
-            raise ValueError(f"eps must be a positive number, got {eps!r}")
+        if isinstance(eps, bool) or not isinstance(eps, (int, float, np.floating)) or not eps >= 0:
+            raise ValueError(f"eps must be a number >= 0, got {eps!r}")
         if isinstance(momentum, bool) or not isinstance(momentum, (int, float, np.floating)) or not 0 <= momentum <= 1:
             raise ValueError(f"momentum must be a number in [0, 1], got {momentum!r}")
         self.num_features, self.eps, self.momentum = int(num_features), float(eps), float(momentum)
