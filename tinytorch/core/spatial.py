@@ -69,7 +69,7 @@ def col2im(cols: np.ndarray, x_shape, kernel_size, stride=1, padding=0) -> np.nd
             padded[:, :, a:a + sh * Ho:sh, b:b + sw * Wo:sw] += patches[:, :, a, b]
     return padded[:, :, ph:ph + H, pw:pw + W]
 
-# %% ../../modules/09_spatial/spatial_dev.py #499fd2d7
+# %% ../../modules/09_spatial/spatial_dev.py #de2fb936
 class Conv2dFunction(Function):
     "2-D cross-correlation (PyTorch's conv2d) of `x` (N, C, H, W) with `weight` (O, C // groups, kh, kw)."
 
@@ -77,6 +77,11 @@ class Conv2dFunction(Function):
         N, _, H, W = x.shape
         O, Cg, kh, kw = weight.shape
         Ho, Wo = conv_output_shape(H, W, (kh, kw), stride, padding)
+        self.weight, self.x_shape, self.groups = weight, x.shape, groups
+        self.stride, self.padding, self.has_bias = stride, padding, bias is not None
+        self.depthwise = groups > 1 and Cg == 1
+        if self.depthwise:
+            return self._depthwise_forward(x, weight, bias, (Ho, Wo))
         cols = im2col(x, (kh, kw), stride, padding)
         if groups == 1:
             out = cols @ weight.reshape(O, Cg * kh * kw).T
@@ -85,14 +90,15 @@ class Conv2dFunction(Function):
             out = out.transpose(1, 0, 2).reshape(-1, O)  # output channel = group * O/groups + index in group
         if bias is not None:
             out += bias
-        self.cols, self.weight, self.x_shape, self.groups = cols, weight, x.shape, groups
-        self.stride, self.padding, self.has_bias = stride, padding, bias is not None
+        self.cols = cols
         return np.ascontiguousarray(out.reshape(N, Ho, Wo, O).transpose(0, 3, 1, 2))
 
     def backward(self, grad_output):
         O, Cg, kh, kw = self.weight.shape
         groups = self.groups
         needs = self.needs_input_grad  # set by apply: which inputs want a gradient
+        if self.depthwise:
+            return self._depthwise_backward(grad_output)
         g = grad_output.transpose(0, 2, 3, 1).reshape(-1, O)  # rows match the rows of cols
         if groups > 1:  # (groups, rows, O/groups): group k's output gradients
             g_grouped = g.reshape(-1, groups, O // groups).transpose(1, 0, 2)
@@ -113,6 +119,52 @@ class Conv2dFunction(Function):
         if self.has_bias:
             if needs[2]:
                 grad_bias = g.sum(axis=0)
+            return grad_x, grad_weight, grad_bias
+        return grad_x, grad_weight
+
+    # Depthwise: output channel o reads input channel o // multiplier alone. im2col would copy
+    # every pixel kh*kw times to multiply it by one weight; instead add kh*kw shifted slices of
+    # the padded image, each scaled by one weight per channel, the way col2im adds its offsets.
+    def _depthwise_forward(self, x, weight, bias, out_size):
+        O, _, kh, kw = weight.shape
+        (sh, sw), (ph, pw), (Ho, Wo) = self.stride, self.padding, out_size
+        x = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if ph or pw else x
+        multiplier = O // x.shape[1]
+        if multiplier > 1:  # output channels c*m .. c*m+m-1 all read input channel c
+            x = np.repeat(x, multiplier, axis=1)
+        out = np.zeros((x.shape[0], O, Ho, Wo), dtype=np.result_type(x, weight))
+        for a in range(kh):
+            for b in range(kw):
+                out += x[:, :, a:a + sh * Ho:sh, b:b + sw * Wo:sw] * weight[:, 0, a, b, None, None]
+        if bias is not None:
+            out += bias[:, None, None]
+        self.padded = x
+        return out
+
+    def _depthwise_backward(self, g):
+        O, _, kh, kw = self.weight.shape
+        (sh, sw), (ph, pw) = self.stride, self.padding
+        N, C, H, W = self.x_shape
+        Ho, Wo = g.shape[2:]
+        needs = self.needs_input_grad
+        grad_x = grad_weight = grad_bias = None
+        if needs[1]:
+            grad_weight = np.zeros_like(self.weight)
+            for a in range(kh):
+                for b in range(kw):
+                    window = self.padded[:, :, a:a + sh * Ho:sh, b:b + sw * Wo:sw]
+                    grad_weight[:, 0, a, b] = np.einsum("nohw,nohw->o", g, window)
+        if needs[0]:
+            grad_padded = np.zeros(self.padded.shape, dtype=g.dtype)
+            for a in range(kh):
+                for b in range(kw):
+                    grad_padded[:, :, a:a + sh * Ho:sh, b:b + sw * Wo:sw] += g * self.weight[:, 0, a, b, None, None]
+            grad_x = grad_padded[:, :, ph:ph + H, pw:pw + W]
+            if O > C:  # the repeated copies of a channel add up
+                grad_x = grad_x.reshape(N, C, O // C, H, W).sum(axis=2)
+        if self.has_bias:
+            if needs[2]:
+                grad_bias = g.sum(axis=(0, 2, 3))
             return grad_x, grad_weight, grad_bias
         return grad_x, grad_weight
 
