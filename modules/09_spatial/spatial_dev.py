@@ -485,6 +485,14 @@ print("✓ MaxPool2d keeps window maxima and routes gradients to them")
 # - `digits_mlp`: 64 → 256 → 128 → 10 with ReLU, 50,826 weights; target ≥ 96% test accuracy.
 # - `digits_cnn`: two 3x3 convolutions, each followed by a 2x2 max-pool, then a linear layer:
 #   6,090 weights, most of them (4,608) in the second convolution; target ≥ 97%.
+# - `digits_mobilenet`: MobileNet's depthwise-separable blocks (a depthwise 3x3 convolution, then
+#   a 1x1 one that mixes channels, each followed by BatchNorm and ReLU), 6,026 parameters.
+# - `digits_resnet`: ResNet's residual blocks (two 3x3 convolutions with BatchNorm added to the
+#   block's input; a 1x1 convolution on the shortcut where the block halves the image), 20,666
+#   parameters.
+#
+# The last two are where channel pruning gets hard (module 18's `structured_dev.py`): a channel
+# lives in a convolution, its BatchNorm, a depthwise convolution and both sides of an addition.
 #
 # Both take `seed`: the same seed gives the same initial weights.
 #
@@ -495,6 +503,7 @@ print("✓ MaxPool2d keeps window maxima and routes gradients to them")
 import numpy as np
 
 from tinytorch.core.activations import ReLU
+from tinytorch.core.blocks import BatchNorm2d, Residual
 from tinytorch.core.layers import Flatten, Linear, Module, Sequential
 from tinytorch.core.losses import CrossEntropyLoss
 from tinytorch.core.optimizers import Adam, CosineLR
@@ -526,13 +535,51 @@ def digits_cnn(seed: int = 0) -> Sequential:
         Linear(32 * 2 * 2, 10, rng=rng),
     )
 
+
+def _conv_bn(cin: int, cout: int, kernel_size: int, rng, stride: int = 1, groups: int = 1) -> list:
+    "A bias-free convolution (BatchNorm's shift replaces the bias) and its BatchNorm."
+    conv = Conv2d(cin, cout, kernel_size, stride=stride, padding=kernel_size // 2, bias=False,
+                  groups=groups, rng=rng)
+    return [conv, BatchNorm2d(cout)]
+
+
+def digits_mobilenet(seed: int = 0) -> Sequential:
+    "MobileNet-style on (n, 1, 8, 8): a 3x3 stem, two depthwise-separable blocks with max-pooling, a linear head."
+    rng = np.random.default_rng(seed)
+    return Sequential(
+        *_conv_bn(1, 16, 3, rng), ReLU(),                          # (n, 16, 8, 8)
+        *_conv_bn(16, 16, 3, rng, groups=16), ReLU(),              # depthwise 3x3
+        *_conv_bn(16, 32, 1, rng), ReLU(),                         # pointwise 1x1: (n, 32, 8, 8)
+        MaxPool2d(2),                                              # (n, 32, 4, 4)
+        *_conv_bn(32, 32, 3, rng, groups=32), ReLU(),
+        *_conv_bn(32, 64, 1, rng), ReLU(),                         # (n, 64, 4, 4)
+        MaxPool2d(2),                                              # (n, 64, 2, 2)
+        Flatten(),
+        Linear(64 * 2 * 2, 10, rng=rng),
+    )
+
+
+def digits_resnet(seed: int = 0) -> Sequential:
+    "ResNet-style on (n, 1, 8, 8): a 3x3 stem, a residual block, a downsampling one with a 1x1 shortcut, a linear head."
+    rng = np.random.default_rng(seed)
+    return Sequential(
+        *_conv_bn(1, 16, 3, rng), ReLU(),                                         # (n, 16, 8, 8)
+        Residual(Sequential(*_conv_bn(16, 16, 3, rng), ReLU(), *_conv_bn(16, 16, 3, rng))), ReLU(),
+        Residual(Sequential(*_conv_bn(16, 32, 3, rng, stride=2), ReLU(), *_conv_bn(32, 32, 3, rng)),
+                 shortcut=Sequential(*_conv_bn(16, 32, 1, rng, stride=2))), ReLU(),  # (n, 32, 4, 4)
+        MaxPool2d(2),                                                             # (n, 32, 2, 2)
+        Flatten(),
+        Linear(32 * 2 * 2, 10, rng=rng),
+    )
+
 # %%
-for build, x, weights in ((digits_mlp, np.zeros((2, 64)), 50_826), (digits_cnn, np.zeros((2, 1, 8, 8)), 6_090)):
+for build, x, weights in ((digits_mlp, np.zeros((2, 64)), 50_826), (digits_cnn, np.zeros((2, 1, 8, 8)), 6_090),
+                          (digits_mobilenet, np.zeros((2, 1, 8, 8)), 6_026), (digits_resnet, np.zeros((2, 1, 8, 8)), 20_666)):
     model = build(seed=0)
     assert model(Tensor(x)).shape == (2, 10)
     assert sum(p.data.size for p in model.parameters()) == weights
     assert all(np.array_equal(p.data, q.data) for p, q in zip(model.parameters(), build(seed=0).parameters()))
-print("✓ digits_mlp and digits_cnn: (n, 10) logits, 50,826 and 6,090 weights, seeded")
+print("✓ digits_mlp, digits_cnn, digits_mobilenet, digits_resnet: (n, 10) logits, seeded")
 
 # %% [markdown]
 # ## 7. Training them
