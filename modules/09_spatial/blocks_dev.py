@@ -358,3 +358,31 @@ error = np.abs(folded(images).data - net(images).data).max()
 assert error < 1e-4, error
 print(f"✓ fold_batchnorms removes {sum(isinstance(m, _BatchNorm) for m in net.modules())} BatchNorms; "
       f"outputs match eval mode to {error:.1e}")
+
+# %% [markdown]
+# ## 4. Coupled channels: what structured pruning must respect
+#
+# Removing output channel `c` of a convolution (its filter `weight[c]`) is only half the job.
+# Every layer that reads or shares channel `c` must lose it too, or the shapes no longer fit:
+#
+# | after the conv comes | what else loses channel `c` |
+# | --- | --- |
+# | a `BatchNorm2d` | its `weight[c]`, `bias[c]`, `running_mean[c]`, `running_var[c]` |
+# | a depthwise conv (`groups == C`) | its filter `c` and its output channel `c`, then whatever reads that |
+# | a `Residual` add | channel `c` of the other branch, and of every layer feeding or reading the sum |
+# | a `Conv2d` or `Linear` (after `Flatten`) | its input column(s) for channel `c` |
+#
+# Those sets are the *channel groups* that `channels_dev.py` traces. The cell below removes one
+# filter and forgets the BatchNorm: the network breaks at once.
+
+# %%
+rng = np.random.default_rng(0)
+conv, bn = Conv2d(3, 4, 3, padding=1, rng=rng), BatchNorm2d(4)
+smaller = Conv2d(3, 3, 3, padding=1)
+smaller.weight.data[:], smaller.bias.data[:] = np.delete(conv.weight.data, 2, axis=0), np.delete(conv.bias.data, 2)
+try:
+    bn(smaller(Tensor(rng.standard_normal((2, 3, 5, 5)))))
+    raise AssertionError("a BatchNorm that kept the removed channel must fail")
+except ValueError as err:
+    print("  error message:", err)
+print("✓ a channel removed from a conv must be removed from its BatchNorm too")
