@@ -44,6 +44,10 @@ from tinytorch.core.spatial import Conv2d
 # - **Eval** (`model.eval()`): the running statistics replace the batch ones, so an image's
 #   output no longer depends on the other images in its batch.
 #
+# The running statistics are plain arrays (PyTorch calls them buffers), not parameters: no
+# optimizer or pruning step touches them, and `state_dict()` (module 03) does not hold them
+# either, so copy a trained model with `copy.deepcopy`, or fold it (section 3) before saving.
+#
 # For pruning: channel `c` of a BatchNorm normalizes channel `c` of the layer before it. The two
 # are one unit: prune the conv's filter `c` and the BatchNorm's `weight[c]`, `bias[c]` and running
 # statistics must go with it.
