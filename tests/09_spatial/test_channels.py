@@ -320,3 +320,43 @@ def test_matches_the_model_pruned_by_hand_in_pytorch(seed):
     with torch.no_grad():
         dense = torch_pruned(model, full)(torch.tensor(x.data, dtype=torch.float64)).numpy()
     assert np.abs(model(x).data - dense).max() < 1e-4    # the unpruned models agree too
+
+
+# -- the block models of core.models -------------------------------------------------------
+
+def _cols(kept_out, n, spatial=1):
+    "Input columns of the removed channels (of n), `spatial` inputs per channel."
+    return [c * spatial + s for c in gone(n, kept_out) for s in range(spatial)]
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_block_models_rebuild_and_compute_the_original_with_removed_channels_read_as_zero(seed):
+    from tinytorch.core.models import digits_mobilenet, digits_resnet
+
+    rng = np.random.default_rng(seed)
+
+    def keep(n):
+        return np.sort(rng.choice(n, size=n // 2, replace=False))
+
+    mobile = randomize_batchnorms(digits_mobilenet(seed), seed).eval()
+    k = {"0": keep(16), "6": keep(32), "13": keep(64)}
+    reads_zero = copy.deepcopy(mobile)        # readers of each group, by hand: pointwise convs, classifier
+    reads_zero[6].weight.data[:, _cols(k["0"], 16)] = 0
+    reads_zero[13].weight.data[:, _cols(k["6"], 32)] = 0
+    reads_zero[18].weight.data[:, _cols(k["13"], 64, spatial=4)] = 0
+    x = images(seed)
+    small = remove_channels(mobile, k)
+    assert small[3].groups == 8 and small[10].groups == 16 and small[18].in_features == 32 * 4
+    assert np.allclose(small(x).data, reads_zero(x).data, atol=1e-5)
+
+    resnet = randomize_batchnorms(digits_resnet(seed), seed).eval()
+    k = {"0": keep(16), "3.body.0": keep(16), "5.body.0": keep(32), "5.body.3": keep(32)}
+    reads_zero = copy.deepcopy(resnet)
+    for path in ((3, "body", 0), (5, "body", 0), (5, "shortcut", 0)):
+        getattr(reads_zero[path[0]], path[1])[path[2]].weight.data[:, _cols(k["0"], 16)] = 0
+    reads_zero[3].body[3].weight.data[:, _cols(k["3.body.0"], 16)] = 0
+    reads_zero[5].body[3].weight.data[:, _cols(k["5.body.0"], 32)] = 0
+    reads_zero[9].weight.data[:, _cols(k["5.body.3"], 32, spatial=4)] = 0
+    small = remove_channels(resnet, k)
+    assert small[5].shortcut[0].weight.shape == (16, 8, 1, 1) and small[9].in_features == 16 * 4
+    assert np.allclose(small(x).data, reads_zero(x).data, atol=1e-5)
