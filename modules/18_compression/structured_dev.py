@@ -32,6 +32,7 @@ from tinytorch.core.losses import CrossEntropyLoss
 from tinytorch.core.optimizers import Adam, CosineLR
 from tinytorch.core.spatial import Conv2d
 from tinytorch.core.training import evaluate, fit
+from tinytorch.data.loader import digits_loaders
 from tinytorch.compression.prune import magnitude_prune, prunable_weights, structured_prune
 
 # %%
@@ -43,7 +44,6 @@ for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):   # one BLAS thread: fa
 
 from tinytorch.core.channels import channel_groups
 from tinytorch.core.models import digits_mobilenet, digits_resnet, train_digits_model
-from tinytorch.data.loader import digits_loaders
 
 FULL = os.environ.get("TINYTORCH_FULL", "0") == "1"
 NOTEBOOK_START = time.perf_counter()

@@ -8,7 +8,7 @@ unstructured pruning at the same parameter count. Read it; you do not edit it.""
 __all__ = ['FINETUNE_LR', 'count_macs', 'n_params', 'finetune', 'prunable_weight_count', 'same_count_sparsity',
            'structured_vs_unstructured']
 
-# %% ../../modules/18_compression/structured_dev.py #3e2e9c52
+# %% ../../modules/18_compression/structured_dev.py #812f87d0
 import copy
 
 import numpy as np
@@ -21,6 +21,7 @@ from ..core.losses import CrossEntropyLoss
 from ..core.optimizers import Adam, CosineLR
 from ..core.spatial import Conv2d
 from ..core.training import evaluate, fit
+from ..data.loader import digits_loaders
 from .prune import magnitude_prune, prunable_weights, structured_prune
 
 # %% ../../modules/18_compression/structured_dev.py #db0d2479
