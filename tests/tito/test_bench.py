@@ -18,7 +18,7 @@ from benchmarks.timing import format_seconds, interleaved, paired_ratio, summary
 
 SECTIONS = ["## Targets", "## 1. Pruning cost", "## 2. Accuracy vs sparsity", "## 3. Compression",
             "## 4. Inference speed", "## 5. Student loop", "## 6. Compression methods compared",
-            "## 7. Structured pruning of real architectures"]
+            "## 7. Structured pruning of real architectures: accuracy, MACs and speed"]
 PLOTS = ["pruning_cost.png", "accuracy_vs_sparsity.png", "compression.png", "inference_speed.png", "methods.png"]
 
 
