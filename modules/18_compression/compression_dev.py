@@ -700,17 +700,18 @@ print(f"ResNet-style, half of every group's channels removed: {n_params(resnet):
 #  "accuracy": {"0": [0.97, 0.96, ...], "2": [...]}}
 # ```
 #
-# `kind="structured"` prunes units of the hidden layers with `structured_prune(model,
-# {name: r})`; `kind="magnitude"` prunes weights of every prunable layer (the classifier too)
-# on a copy with `apply_mask(w, magnitude_mask(w.data, r, w.mask))`.
+# `kind="structured"` prunes one prunable channel group at a time (the names of
+# `channel_groups(model)` with `.prunable`, as for the hidden layers "0", "2" of the MLP) with
+# `structured_prune(model, {name: r})`; `kind="magnitude"` prunes weights of every prunable
+# layer (the classifier too) on a copy with `apply_mask(w, magnitude_mask(w.data, r, w.mask))`.
 
 # %% nbgrader={"grade": false, "grade_id": "sensitivity-analysis", "locked": false, "solution": true, "schema_version": 3}
 #| export
 def sensitivity_analysis(model, data, ratios=(0.25, 0.5, 0.75, 0.9), kind: str = "structured") -> dict:
     """Test accuracy on `data` (batches of (X, y)) after pruning one layer at a time, without fine-tuning.
 
-    Returns `{"kind", "baseline", "ratios", "accuracy": {layer name: [accuracy per ratio]}}`.
-    The model itself is never modified.
+    Returns `{"kind", "baseline", "ratios", "accuracy": {name: [accuracy per ratio]}}`, names of
+    prunable channel groups (structured) or of prunable layers (magnitude). The model is never modified.
     """
     if kind not in ("structured", "magnitude"):
         raise ValueError(f"kind must be 'structured' or 'magnitude', got {kind!r}")
@@ -718,7 +719,8 @@ def sensitivity_analysis(model, data, ratios=(0.25, 0.5, 0.75, 0.9), kind: str =
     names = [name for name, _ in prunable_layers(model)]
     ### BEGIN SOLUTION
     result = {"kind": kind, "baseline": evaluate(model, data), "ratios": ratios, "accuracy": {}}
-    layers = names[:-1] if kind == "structured" else names
+    groups = [group.name for group in channel_groups(model) if group.prunable]
+    layers = groups if kind == "structured" else names
     for name in layers:
         accs = []
         for r in ratios:

@@ -200,6 +200,15 @@ def test_structured_sensitivity_matches_independent_evaluation(mlp, flat_loaders
 
 
 @pytest.mark.task("sensitivity-analysis")
+def test_structured_sensitivity_prunes_one_channel_group_at_a_time(small_batches):
+    model = residual_mlp()                       # prunable group '0' spans layers '0' and '2.body.0'
+    data = [(x[:, :3], y) for x, y in small_batches(n=64, features=3)]
+    result = sensitivity_analysis(model, data, ratios=(0.34,))
+    assert list(result["accuracy"]) == ["0"]
+    assert result["accuracy"]["0"] == [evaluate(structured_prune(model, {"0": 0.34}), data)]
+
+
+@pytest.mark.task("sensitivity-analysis")
 def test_magnitude_sensitivity_prunes_one_layer_at_a_time(cnn, image_loaders):
     _, test = image_loaders
     result = sensitivity_analysis(cnn, test, ratios=(0.5,), kind="magnitude")

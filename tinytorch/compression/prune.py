@@ -242,19 +242,20 @@ def structured_prune(model, ratio, norm: int = 1):
     return remove_channels(model, keep)
 
 
-# %% ../../modules/18_compression/compression_dev.py #00fbf4d3
+# %% ../../modules/18_compression/compression_dev.py #18c370b4
 def sensitivity_analysis(model, data, ratios=(0.25, 0.5, 0.75, 0.9), kind: str = "structured") -> dict:
     """Test accuracy on `data` (batches of (X, y)) after pruning one layer at a time, without fine-tuning.
 
-    Returns `{"kind", "baseline", "ratios", "accuracy": {layer name: [accuracy per ratio]}}`.
-    The model itself is never modified.
+    Returns `{"kind", "baseline", "ratios", "accuracy": {name: [accuracy per ratio]}}`, names of
+    prunable channel groups (structured) or of prunable layers (magnitude). The model is never modified.
     """
     if kind not in ("structured", "magnitude"):
         raise ValueError(f"kind must be 'structured' or 'magnitude', got {kind!r}")
     ratios = [_check_fraction(r, "ratio") for r in ratios]
     names = [name for name, _ in prunable_layers(model)]
     result = {"kind": kind, "baseline": evaluate(model, data), "ratios": ratios, "accuracy": {}}
-    layers = names[:-1] if kind == "structured" else names
+    groups = [group.name for group in channel_groups(model) if group.prunable]
+    layers = groups if kind == "structured" else names
     for name in layers:
         accs = []
         for r in ratios:
