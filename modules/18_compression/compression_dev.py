@@ -712,6 +712,7 @@ def sensitivity_analysis(model, data, ratios=(0.25, 0.5, 0.75, 0.9), kind: str =
 
     Returns `{"kind", "baseline", "ratios", "accuracy": {name: [accuracy per ratio]}}`, names of
     prunable channel groups (structured) or of prunable layers (magnitude). The model is never modified.
+    Raises ValueError for a `kind` other than "structured" or "magnitude".
     """
     if kind not in ("structured", "magnitude"):
         raise ValueError(f"kind must be 'structured' or 'magnitude', got {kind!r}")

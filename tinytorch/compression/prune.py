@@ -242,12 +242,13 @@ def structured_prune(model, ratio, norm: int = 1):
     return remove_channels(model, keep)
 
 
-# %% ../../modules/18_compression/compression_dev.py #18c370b4
+# %% ../../modules/18_compression/compression_dev.py #bf551ca8
 def sensitivity_analysis(model, data, ratios=(0.25, 0.5, 0.75, 0.9), kind: str = "structured") -> dict:
     """Test accuracy on `data` (batches of (X, y)) after pruning one layer at a time, without fine-tuning.
 
     Returns `{"kind", "baseline", "ratios", "accuracy": {name: [accuracy per ratio]}}`, names of
     prunable channel groups (structured) or of prunable layers (magnitude). The model is never modified.
+    Raises ValueError for a `kind` other than "structured" or "magnitude".
     """
     if kind not in ("structured", "magnitude"):
         raise ValueError(f"kind must be 'structured' or 'magnitude', got {kind!r}")
