@@ -46,6 +46,7 @@ from tinytorch.core.training import evaluate, fit
 from tinytorch.data.loader import digits_loaders
 
 from .deep_compression import KEYS as DC_KEYS, SETUPS as DC_SETUPS, TITLES as DC_TITLES, dc_table
+from . import structured
 from .recipe import recipe_table
 from .report import table as _table, target as _target
 from .timing import format_seconds, interleaved, paired_ratio, summary, timed
@@ -858,7 +859,7 @@ def methods_compared(cfg: Config, models: dict, log=print) -> dict:
 # --------------------------------------------------------------------------------------------
 
 TABLE_KEYS = ("pruning_cost", "accuracy_vs_sparsity", "compression", "recipe", "inference_speed", "student_loop",
-              "methods", *DC_KEYS.values())
+              "methods", "structured", *DC_KEYS.values())
 NEEDS_MODELS = {"compression", "recipe", "inference_speed", "methods"}   # they start from table 2's models
 
 
@@ -869,7 +870,7 @@ def run(cfg: Config, root: Path, log=print, only=None) -> dict:
     if unknown:
         raise ValueError(f"no table named {', '.join(unknown)}; tables: {', '.join(TABLE_KEYS)}")
     tables, seconds = [], {}
-    steps = 7
+    steps = 8
 
     def step(i, title, fn, key):
         if only is not None and key not in only and not (key == "accuracy_vs_sparsity" and NEEDS_MODELS & set(only)):
@@ -891,6 +892,8 @@ def run(cfg: Config, root: Path, log=print, only=None) -> dict:
     step(4, "inference speed", lambda: inference_speed(cfg, models, log), "inference_speed")
     step(5, "student loop", lambda: student_loop(cfg, root, log), "student_loop")
     step(6, "compression methods compared", lambda: methods_compared(cfg, models, log), "methods")
+    step(7, "structured pruning of real architectures", lambda: structured.structured_table(cfg.name, log),
+         "structured")
     for kind in DC_SETUPS[cfg.name].models:   # tables 8a and 8b (benchmarks/deep_compression.py)
         step(DC_TITLES[kind].split(".")[0], DC_TITLES[kind].split(". ")[1],
              lambda kind=kind: dc_table(kind, DC_SETUPS[cfg.name], log), DC_KEYS[kind])

@@ -295,6 +295,8 @@ def render_summary(result: dict, meta: dict, images: dict, report_link: str) -> 
         section("student_loop", _pick(tables["student_loop"], ["command", "median", "runs", "outcome"]))
     if "methods" in tables:
         section("methods", markdown_table(tables["methods"]["columns"], tables["methods"]["rows"]))
+    if "structured" in tables:   # results written before table 7 existed have no such table
+        section("structured", markdown_table(tables["structured"]["columns"], tables["structured"]["rows"]))
     for key in ("deep_compression_lenet300", "deep_compression_lenet5"):   # tables 8a and 8b
         if key in tables:
             section(key, markdown_table(tables[key]["columns"], tables[key]["rows"]))

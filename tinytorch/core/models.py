@@ -4,12 +4,14 @@
 
 # %% auto #0
 __all__ = ['DIGITS_EPOCHS', 'DIGITS_LR', 'DIGITS_BATCH_SIZE', 'MNIST_EPOCHS', 'MNIST_LR', 'MNIST_BATCH_SIZE', 'digits_mlp',
-           'digits_cnn', 'train_digits_model', 'lenet_300_100', 'lenet5', 'train_mnist_model']
+           'digits_cnn', 'digits_mobilenet', 'digits_resnet', 'train_digits_model', 'lenet_300_100', 'lenet5',
+           'train_mnist_model']
 
-# %% ../../modules/09_spatial/spatial_dev.py #1bb08b29
+# %% ../../modules/09_spatial/spatial_dev.py #e87a1087
 import numpy as np
 
 from .activations import ReLU
+from .blocks import BatchNorm2d, Residual
 from .layers import Flatten, Linear, Module, Sequential
 from .losses import CrossEntropyLoss
 from .optimizers import Adam, CosineLR
@@ -17,7 +19,7 @@ from .spatial import Conv2d, MaxPool2d
 from .training import fit
 from ..data.loader import digits_loaders
 
-# %% ../../modules/09_spatial/spatial_dev.py #f24bbb6c
+# %% ../../modules/09_spatial/spatial_dev.py #448de93d
 def digits_mlp(seed: int = 0) -> Sequential:
     "The reference MLP on flat (n, 64) digits: 64 -> 256 -> 128 -> 10."
     rng = np.random.default_rng(seed)
@@ -37,6 +39,43 @@ def digits_cnn(seed: int = 0) -> Sequential:
         Conv2d(16, 32, 3, padding=1, rng=rng), ReLU(),  # (n, 32, 4, 4)
         MaxPool2d(2),                                   # (n, 32, 2, 2)
         Flatten(),                                      # (n, 128)
+        Linear(32 * 2 * 2, 10, rng=rng),
+    )
+
+
+def _conv_bn(cin: int, cout: int, kernel_size: int, rng, stride: int = 1, groups: int = 1) -> list:
+    "A bias-free convolution (BatchNorm's shift replaces the bias) and its BatchNorm."
+    conv = Conv2d(cin, cout, kernel_size, stride=stride, padding=kernel_size // 2, bias=False,
+                  groups=groups, rng=rng)
+    return [conv, BatchNorm2d(cout)]
+
+
+def digits_mobilenet(seed: int = 0) -> Sequential:
+    "MobileNet-style on (n, 1, 8, 8): a 3x3 stem, two depthwise-separable blocks with max-pooling, a linear head."
+    rng = np.random.default_rng(seed)
+    return Sequential(
+        *_conv_bn(1, 16, 3, rng), ReLU(),                          # (n, 16, 8, 8)
+        *_conv_bn(16, 16, 3, rng, groups=16), ReLU(),              # depthwise 3x3
+        *_conv_bn(16, 32, 1, rng), ReLU(),                         # pointwise 1x1: (n, 32, 8, 8)
+        MaxPool2d(2),                                              # (n, 32, 4, 4)
+        *_conv_bn(32, 32, 3, rng, groups=32), ReLU(),
+        *_conv_bn(32, 64, 1, rng), ReLU(),                         # (n, 64, 4, 4)
+        MaxPool2d(2),                                              # (n, 64, 2, 2)
+        Flatten(),
+        Linear(64 * 2 * 2, 10, rng=rng),
+    )
+
+
+def digits_resnet(seed: int = 0) -> Sequential:
+    "ResNet-style on (n, 1, 8, 8): a 3x3 stem, a residual block, a downsampling one with a 1x1 shortcut, a linear head."
+    rng = np.random.default_rng(seed)
+    return Sequential(
+        *_conv_bn(1, 16, 3, rng), ReLU(),                                         # (n, 16, 8, 8)
+        Residual(Sequential(*_conv_bn(16, 16, 3, rng), ReLU(), *_conv_bn(16, 16, 3, rng))), ReLU(),
+        Residual(Sequential(*_conv_bn(16, 32, 3, rng, stride=2), ReLU(), *_conv_bn(32, 32, 3, rng)),
+                 shortcut=Sequential(*_conv_bn(16, 32, 1, rng, stride=2))), ReLU(),  # (n, 32, 4, 4)
+        MaxPool2d(2),                                                             # (n, 32, 2, 2)
+        Flatten(),
         Linear(32 * 2 * 2, 10, rng=rng),
     )
 
