@@ -43,6 +43,7 @@ from tinytorch.core.tensor import Tensor, manual_seed
 from tinytorch.core.training import evaluate, fit
 from tinytorch.data.loader import digits_loaders
 
+from . import structured
 from .recipe import recipe_table
 from .report import table as _table, target as _target
 from .timing import format_seconds, interleaved, paired_ratio, summary, timed
@@ -853,7 +854,7 @@ def methods_compared(cfg: Config, models: dict, log=print) -> dict:
 def run(cfg: Config, root: Path, log=print) -> dict:
     "Every table, in order; returns {'config', 'tables', 'seconds'}."
     tables, seconds = [], {}
-    steps = 6
+    steps = 7
 
     def step(i, title, fn):
         log(f"[{i}/{steps}] {title}")
@@ -872,4 +873,5 @@ def run(cfg: Config, root: Path, log=print) -> dict:
     step(4, "inference speed", lambda: inference_speed(cfg, models, log))
     step(5, "student loop", lambda: student_loop(cfg, root, log))
     step(6, "compression methods compared", lambda: methods_compared(cfg, models, log))
+    step(7, "structured pruning of real architectures", lambda: structured.structured_table(cfg.name, log))
     return {"config": asdict(cfg), "tables": tables}

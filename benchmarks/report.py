@@ -260,6 +260,8 @@ def render_summary(result: dict, meta: dict, images: dict, report_link: str) -> 
     section("student_loop", _pick(tables["student_loop"], ["command", "median", "runs", "outcome"]))
     if "methods" in tables:   # results written before table 6 existed have no such table
         section("methods", markdown_table(tables["methods"]["columns"], tables["methods"]["rows"]))
+    if "structured" in tables:   # results written before table 7 existed have no such table
+        section("structured", markdown_table(tables["structured"]["columns"], tables["structured"]["rows"]))
     return "\n".join(lines)
 
 

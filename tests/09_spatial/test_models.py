@@ -86,3 +86,35 @@ def test_input_format_follows_first_layer():
 def test_bad_epochs():
     with pytest.raises(ValueError, match="epochs"):
         train_digits_model(digits_mlp(), epochs=0)
+
+
+# -- the block models: MobileNet-style and ResNet-style -------------------------------------
+
+def test_block_models_architecture_and_seed():
+    from tinytorch.core.blocks import BatchNorm2d, Residual
+    from tinytorch.core.models import digits_mobilenet, digits_resnet
+
+    mobile, resnet = digits_mobilenet(seed=0), digits_resnet(seed=0)
+    assert sum(p.size for p in mobile.parameters()) == 6_026
+    assert sum(p.size for p in resnet.parameters()) == 20_666
+    depthwise = [m for m in mobile.modules() if isinstance(m, Conv2d) and m.groups > 1]
+    assert [(m.groups, m.in_channels, m.out_channels) for m in depthwise] == [(16, 16, 16), (32, 32, 32)]
+    assert sum(isinstance(m, Residual) for m in resnet.modules()) == 2
+    assert resnet[5].shortcut is not None and resnet[3].shortcut is None
+    for model in (mobile, resnet):
+        assert any(isinstance(m, BatchNorm2d) for m in model.modules())
+        assert model(Tensor(np.zeros((3, 1, 8, 8)))).shape == (3, 10)
+    a, b = digits_resnet(seed=3).state_dict(), digits_resnet(seed=3).state_dict()
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_block_models_channel_groups():
+    from tinytorch.core.channels import channel_groups
+    from tinytorch.core.models import digits_mobilenet, digits_resnet
+
+    mobile = [(g.name, g.size, g.prunable) for g in channel_groups(digits_mobilenet())]
+    assert mobile == [("0", 16, True), ("6", 32, True), ("13", 64, True), ("18", 10, False)]
+    resnet = channel_groups(digits_resnet())
+    assert [(g.name, g.size) for g in resnet] == [("0", 16), ("3.body.0", 16), ("5.body.0", 32), ("5.body.3", 32), ("9", 10)]
+    assert resnet[0].producer_names == ["0", "3.body.3"]             # the identity shortcut joins them
+    assert resnet[3].producer_names == ["5.body.3", "5.shortcut.0"]  # the 1x1 shortcut joins them

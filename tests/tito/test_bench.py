@@ -17,7 +17,8 @@ from benchmarks.report import STATUSES  # noqa: E402
 from benchmarks.timing import format_seconds, interleaved, paired_ratio, summary, timed  # noqa: E402
 
 SECTIONS = ["## Targets", "## 1. Pruning cost", "## 2. Accuracy vs sparsity", "## 3. Compression",
-            "## 4. Inference speed", "## 5. Student loop", "## 6. Compression methods compared"]
+            "## 4. Inference speed", "## 5. Student loop", "## 6. Compression methods compared",
+            "## 7. Structured pruning of real architectures: accuracy, MACs and speed"]
 PLOTS = ["pruning_cost.png", "accuracy_vs_sparsity.png", "compression.png", "inference_speed.png", "methods.png"]
 
 
@@ -114,7 +115,8 @@ def test_tiny_run_writes_every_table_plot_and_target(tiny_report):
 
     results = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert [t["key"] for t in results["tables"]] == ["pruning_cost", "accuracy_vs_sparsity", "compression", "recipe",
-                                                     "inference_speed", "student_loop", "methods"]
+                                                     "inference_speed", "student_loop", "methods",
+                                                     "structured"]
     assert results["meta"]["machine"]["cores"] >= 1 and results["meta"]["machine"]["numpy"] == np.__version__
     targets = [t for table in results["tables"] for t in table["targets"]]
     names = " ".join(t["target"] for t in targets)

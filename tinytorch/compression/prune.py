@@ -197,7 +197,10 @@ def magnitude_prune(model, sparsity: float, scope: str = "global", min_keep: flo
     return model
 
 
-# %% ../../modules/18_compression/compression_dev.py #9c3500d1
+# %% ../../modules/18_compression/compression_dev.py #04218e82
+from ..core.channels import channel_groups, remove_channels   # given: modules/09_spatial/channels_dev.py
+
+
 def unit_norms(weight, norm: int = 1) -> np.ndarray:
     "L1 or L2 norm of each output unit (row of a Linear weight, filter of a Conv2d weight)."
     if norm not in (1, 2):
@@ -206,121 +209,54 @@ def unit_norms(weight, norm: int = 1) -> np.ndarray:
     rows = w.reshape(w.shape[0], -1)
     return np.abs(rows).sum(axis=1) if norm == 1 else np.sqrt((rows * rows).sum(axis=1))
 
-
-def _rebuilt(layer, weight: np.ndarray, bias, mask):
-    "A new Linear/Conv2d like `layer` holding `weight` (out, in, ...), `bias` and `mask`."
-    rng = np.random.default_rng(0)  # a private generator: do not consume the library stream
-    if isinstance(layer, Linear):
-        new = Linear(weight.shape[1], weight.shape[0], bias=bias is not None, rng=rng)
-    else:
-        new = Conv2d(weight.shape[1], weight.shape[0], layer.kernel_size, stride=layer.stride,
-                     padding=layer.padding, bias=bias is not None, rng=rng)
-    new.weight.data[...] = weight
-    if bias is not None:
-        new.bias.data[...] = bias
-    if mask is not None:
-        new.weight.mask = mask.copy()
-    return new
-
-
-def _layer_ratios(model, ratio) -> dict:
-    "`{layer name: ratio}` for every prunable layer; the last one (the classifier) gets 0."
-    names = [name for name, _ in prunable_layers(model)]
-    if isinstance(ratio, dict):
-        unknown = [name for name in ratio if name not in names]
-        if unknown:
-            raise ValueError(f"no prunable layer named {unknown}; prunable layers are {names}")
-        if names[-1] in ratio and ratio[names[-1]] != 0:
-            raise ValueError(f"layer '{names[-1]}' is the final classifier: it keeps all its outputs")
-        ratios = {name: _check_fraction(ratio.get(name, 0.0), f"ratio['{name}']") for name in names}
-    else:
-        value = _check_fraction(ratio, "ratio")
-        ratios = {name: value for name in names}
-    ratios[names[-1]] = 0.0
-    return ratios
-
-# %% ../../modules/18_compression/compression_dev.py #544497cc
+# %% ../../modules/18_compression/compression_dev.py #2ddf0b04
 def structured_prune(model, ratio, norm: int = 1):
-    """A new, smaller Sequential: each hidden Linear/Conv2d loses `round(ratio * n)` output units
-    with the smallest L1/L2 norm (ties: lower index first), and the next layer loses the matching
-    inputs, also across Conv2d -> Flatten -> Linear. The final classifier keeps all outputs.
+    """A new, smaller model: each prunable group of `channel_groups(model)` loses `round(ratio * size)`
+    channels with the smallest score, the score of channel i being the sum over `group.weights()` of
+    the L1/L2 norm (`norm`) of row i; ties remove the lower index first (`magnitude_mask`'s rule).
+    The classifier keeps all its outputs. Slice with `remove_channels`, which records `kept_units`.
 
-    `ratio`: a number in [0, 1) or `{layer name: ratio}`. The original model is unchanged.
-    The new model's `kept_units` maps each prunable layer name to the indices it kept.
-
-    Raises ValueError for a ratio outside [0, 1), a layer name that is not prunable or is the final
-    classifier, and a ratio that would remove all units of a layer ("would remove all 2 units of
-    layer '0'").
+    `ratio`: a number in [0, 1) for every prunable group, or `{group name: ratio}`.
+    Raises ValueError for a ratio outside [0, 1) ("ratio must be in [0, 1)"), a name that is not a
+    prunable group, such as the classifier's ("no prunable group named ['4']; ... the classifier
+    keeps its outputs"), and a ratio that would remove all channels of a group ("would remove all").
     """
-    if not isinstance(model, Sequential):
-        raise TypeError(f"structured_prune needs a Sequential, got {type(model).__name__}")
     if norm not in (1, 2):
         raise ValueError(f"norm must be 1 or 2, got {norm!r}")
-    ratios = _layer_ratios(model, ratio)
-    for name, child in model.named_children():
-        if isinstance(child, Sequential):
-            raise ValueError(f"structured_prune needs a flat Sequential; layer '{name}' is a nested Sequential")
-        if not isinstance(child, PRUNABLE) and isinstance(child, Module) and child.parameters():
-            raise ValueError(f"structured_prune cannot slice through layer '{name}' ({type(child).__name__}): "
-                             "it has parameters but is not a Linear or Conv2d")
-    new_layers, kept_units = {}, {}
-    kept = None            # surviving output units of the previous prunable layer
-    channels = None        # how many channels that layer had before pruning (None: features)
-    flattened = False
-    for name, child in model.named_children():
-        if isinstance(child, Flatten):
-            flattened = channels is not None
-        if not isinstance(child, PRUNABLE):
-            new_layers[name] = copy.deepcopy(child)
-            continue
-        weight = child.weight.data
-        mask = child.weight.mask
-        if kept is not None:
-            if isinstance(child, Conv2d):
-                columns = kept
-            elif channels is not None:
-                if not flattened:
-                    raise ValueError(f"Linear layer '{name}' follows a Conv2d without a Flatten")
-                spatial, rest = divmod(child.in_features, channels)
-                if rest:
-                    raise ValueError(f"Linear layer '{name}' has {child.in_features} inputs, "
-                                     f"not a multiple of the {channels} channels before Flatten")
-                columns = (kept[:, None] * spatial + np.arange(spatial)).ravel()
-            else:
-                columns = kept
-            weight = weight[:, columns]
-            mask = None if mask is None else mask[:, columns]
-        n = weight.shape[0]
-        if ratios[name] > 0:
-            if round(ratios[name] * n) >= n:
-                raise ValueError(f"ratio {ratios[name]} would remove all {n} units of layer '{name}'")
-            rows = np.flatnonzero(magnitude_mask(unit_norms(weight, norm), ratios[name]))
-        else:
-            rows = np.arange(n)
-        bias = None if child.bias is None else child.bias.data[rows]
-        new_layers[name] = _rebuilt(child, weight[rows], bias, None if mask is None else mask[rows])
-        kept_units[name] = rows
-        kept = rows
-        channels = n if isinstance(child, Conv2d) else None
-        flattened = False
-    pruned = Sequential(new_layers)
-    pruned.kept_units = kept_units
-    return pruned
+    groups = {group.name: group for group in channel_groups(model) if group.prunable}
+    if isinstance(ratio, dict):
+        unknown = [name for name in ratio if name not in groups]
+        if unknown:
+            raise ValueError(f"no prunable group named {unknown}; the prunable groups are {list(groups)} "
+                             "(the classifier keeps its outputs)")
+        ratios = {name: _check_fraction(r, f"ratio['{name}']") for name, r in ratio.items()}
+    else:
+        ratios = dict.fromkeys(groups, _check_fraction(ratio, "ratio"))
+    keep = {}
+    for name, r in ratios.items():
+        group = groups[name]
+        if round(r * group.size) >= group.size:
+            raise ValueError(f"ratio {r} would remove all {group.size} channels of group '{name}'")
+        scores = sum(unit_norms(w, norm) for w in group.weights())
+        keep[name] = np.flatnonzero(magnitude_mask(scores, r))
+    return remove_channels(model, keep)
 
 
-# %% ../../modules/18_compression/compression_dev.py #00fbf4d3
+# %% ../../modules/18_compression/compression_dev.py #bf551ca8
 def sensitivity_analysis(model, data, ratios=(0.25, 0.5, 0.75, 0.9), kind: str = "structured") -> dict:
     """Test accuracy on `data` (batches of (X, y)) after pruning one layer at a time, without fine-tuning.
 
-    Returns `{"kind", "baseline", "ratios", "accuracy": {layer name: [accuracy per ratio]}}`.
-    The model itself is never modified.
+    Returns `{"kind", "baseline", "ratios", "accuracy": {name: [accuracy per ratio]}}`, names of
+    prunable channel groups (structured) or of prunable layers (magnitude). The model is never modified.
+    Raises ValueError for a `kind` other than "structured" or "magnitude".
     """
     if kind not in ("structured", "magnitude"):
         raise ValueError(f"kind must be 'structured' or 'magnitude', got {kind!r}")
     ratios = [_check_fraction(r, "ratio") for r in ratios]
     names = [name for name, _ in prunable_layers(model)]
     result = {"kind": kind, "baseline": evaluate(model, data), "ratios": ratios, "accuracy": {}}
-    layers = names[:-1] if kind == "structured" else names
+    groups = [group.name for group in channel_groups(model) if group.prunable]
+    layers = groups if kind == "structured" else names
     for name in layers:
         accs = []
         for r in ratios:

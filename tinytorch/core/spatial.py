@@ -69,59 +69,148 @@ def col2im(cols: np.ndarray, x_shape, kernel_size, stride=1, padding=0) -> np.nd
             padded[:, :, a:a + sh * Ho:sh, b:b + sw * Wo:sw] += patches[:, :, a, b]
     return padded[:, :, ph:ph + H, pw:pw + W]
 
-# %% ../../modules/09_spatial/spatial_dev.py #a3817968
+# %% ../../modules/09_spatial/spatial_dev.py #de2fb936
 class Conv2dFunction(Function):
-    "2-D cross-correlation (PyTorch's conv2d) of `x` (N, C, H, W) with `weight` (O, C, kh, kw)."
+    "2-D cross-correlation (PyTorch's conv2d) of `x` (N, C, H, W) with `weight` (O, C // groups, kh, kw)."
 
-    def forward(self, x, weight, bias=None, stride=(1, 1), padding=(0, 0)):
+    def forward(self, x, weight, bias=None, stride=(1, 1), padding=(0, 0), groups=1):
         N, _, H, W = x.shape
-        O, C, kh, kw = weight.shape
+        O, Cg, kh, kw = weight.shape
         Ho, Wo = conv_output_shape(H, W, (kh, kw), stride, padding)
+        self.weight, self.x_shape, self.groups = weight, x.shape, groups
+        self.stride, self.padding, self.has_bias = stride, padding, bias is not None
+        self.depthwise = groups > 1 and Cg == 1
+        if self.depthwise:
+            return self._depthwise_forward(x, weight, bias, (Ho, Wo))
         cols = im2col(x, (kh, kw), stride, padding)
-        out = cols @ weight.reshape(O, C * kh * kw).T
+        if groups == 1:
+            out = cols @ weight.reshape(O, Cg * kh * kw).T
+        else:  # one matrix multiply per group, batched: (groups, rows, Cg*kh*kw) @ (groups, Cg*kh*kw, O/groups)
+            out = _group_cols(cols, groups) @ _group_weight(weight, groups).transpose(0, 2, 1)
+            out = out.transpose(1, 0, 2).reshape(-1, O)  # output channel = group * O/groups + index in group
         if bias is not None:
             out += bias
-        self.cols, self.weight, self.x_shape = cols, weight, x.shape
-        self.stride, self.padding, self.has_bias = stride, padding, bias is not None
+        self.cols = cols
         return np.ascontiguousarray(out.reshape(N, Ho, Wo, O).transpose(0, 3, 1, 2))
 
     def backward(self, grad_output):
-        O, C, kh, kw = self.weight.shape
+        O, Cg, kh, kw = self.weight.shape
+        groups = self.groups
         needs = self.needs_input_grad  # set by apply: which inputs want a gradient
+        if self.depthwise:
+            return self._depthwise_backward(grad_output)
         g = grad_output.transpose(0, 2, 3, 1).reshape(-1, O)  # rows match the rows of cols
+        if groups > 1:  # (groups, rows, O/groups): group k's output gradients
+            g_grouped = g.reshape(-1, groups, O // groups).transpose(1, 0, 2)
         grad_x = grad_weight = grad_bias = None
         if needs[0]:  # skipped for the first layer: nobody needs the gradient of the images
-            grad_cols = g @ self.weight.reshape(O, C * kh * kw)
+            if groups == 1:
+                grad_cols = g @ self.weight.reshape(O, Cg * kh * kw)
+            else:
+                grad_cols = g_grouped @ _group_weight(self.weight, groups)  # (groups, rows, Cg*kh*kw)
+                grad_cols = grad_cols.transpose(1, 0, 2).reshape(len(g), -1)
             grad_x = col2im(grad_cols, self.x_shape, (kh, kw), self.stride, self.padding)
         if needs[1]:
-            grad_weight = (g.T @ self.cols).reshape(self.weight.shape)
+            if groups == 1:
+                grad_weight = g.T @ self.cols
+            else:
+                grad_weight = g_grouped.transpose(0, 2, 1) @ _group_cols(self.cols, groups)
+            grad_weight = grad_weight.reshape(self.weight.shape)
         if self.has_bias:
             if needs[2]:
                 grad_bias = g.sum(axis=0)
             return grad_x, grad_weight, grad_bias
         return grad_x, grad_weight
 
+    # Depthwise: output channel o reads input channel o // multiplier alone. im2col would copy
+    # every pixel kh*kw times to multiply it by one weight; instead add kh*kw shifted slices of
+    # the padded image, each scaled by one weight per channel, the way col2im adds its offsets.
+    def _depthwise_forward(self, x, weight, bias, out_size):
+        O, _, kh, kw = weight.shape
+        (sh, sw), (ph, pw), (Ho, Wo) = self.stride, self.padding, out_size
+        x = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if ph or pw else x
+        multiplier = O // x.shape[1]
+        if multiplier > 1:  # output channels c*m .. c*m+m-1 all read input channel c
+            x = np.repeat(x, multiplier, axis=1)
+        out = np.zeros((x.shape[0], O, Ho, Wo), dtype=np.result_type(x, weight))
+        for a in range(kh):
+            for b in range(kw):
+                out += x[:, :, a:a + sh * Ho:sh, b:b + sw * Wo:sw] * weight[:, 0, a, b, None, None]
+        if bias is not None:
+            out += bias[:, None, None]
+        self.padded = x
+        return out
 
-def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0) -> Tensor:
-    "Functional convolution: `x` (N, C, H, W), `weight` (O, C, kh, kw), `bias` (O,) or None."
+    def _depthwise_backward(self, g):
+        O, _, kh, kw = self.weight.shape
+        (sh, sw), (ph, pw) = self.stride, self.padding
+        N, C, H, W = self.x_shape
+        Ho, Wo = g.shape[2:]
+        needs = self.needs_input_grad
+        grad_x = grad_weight = grad_bias = None
+        if needs[1]:
+            grad_weight = np.zeros_like(self.weight)
+            for a in range(kh):
+                for b in range(kw):
+                    window = self.padded[:, :, a:a + sh * Ho:sh, b:b + sw * Wo:sw]
+                    grad_weight[:, 0, a, b] = np.einsum("nohw,nohw->o", g, window)
+        if needs[0]:
+            grad_padded = np.zeros(self.padded.shape, dtype=g.dtype)
+            for a in range(kh):
+                for b in range(kw):
+                    grad_padded[:, :, a:a + sh * Ho:sh, b:b + sw * Wo:sw] += g * self.weight[:, 0, a, b, None, None]
+            grad_x = grad_padded[:, :, ph:ph + H, pw:pw + W]
+            if O > C:  # the repeated copies of a channel add up
+                grad_x = grad_x.reshape(N, C, O // C, H, W).sum(axis=2)
+        if self.has_bias:
+            if needs[2]:
+                grad_bias = g.sum(axis=(0, 2, 3))
+            return grad_x, grad_weight, grad_bias
+        return grad_x, grad_weight
+
+
+def _group_cols(cols: np.ndarray, groups: int) -> np.ndarray:
+    "Rows of `cols` split by channel group: (groups, rows, C/groups*kh*kw). Columns are channel-major."
+    return cols.reshape(len(cols), groups, -1).transpose(1, 0, 2)
+
+
+def _group_weight(weight: np.ndarray, groups: int) -> np.ndarray:
+    "Filters of `weight` (O, C/groups, kh, kw) by group: (groups, O/groups, C/groups*kh*kw)."
+    return weight.reshape(groups, weight.shape[0] // groups, -1)
+
+
+def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0, groups: int = 1) -> Tensor:
+    "Functional convolution: `x` (N, C, H, W), `weight` (O, C // groups, kh, kw), `bias` (O,) or None."
     if x.ndim != 4:
         raise ValueError(f"conv2d expects input of shape (N, C, H, W), got {x.shape}")
-    if weight.ndim != 4 or weight.shape[1] != x.shape[1]:
-        raise ValueError(f"weight must have shape (out_channels, {x.shape[1]}, kh, kw) for an input "
-                         f"with {x.shape[1]} channels, got {weight.shape}")
+    groups = _groups(groups, x.shape[1], weight.shape[0] if weight.ndim == 4 else None)
+    if weight.ndim != 4 or weight.shape[1] * groups != x.shape[1]:
+        raise ValueError(f"weight must have shape (out_channels, {x.shape[1] // groups}, kh, kw) for an input "
+                         f"with {x.shape[1]} channels and groups={groups}, got {weight.shape}")
     if bias is not None and bias.shape != (weight.shape[0],):
         raise ValueError(f"bias must have shape ({weight.shape[0]},), got {bias.shape}")
     stride, padding = _pair(stride, "stride"), _pair(padding, "padding", minimum=0)
     conv_output_shape(x.shape[2], x.shape[3], weight.shape[2:], stride, padding)  # size check
     tensors = (x, weight) if bias is None else (x, weight, bias)
-    return Conv2dFunction.apply(*tensors, stride=stride, padding=padding)
+    return Conv2dFunction.apply(*tensors, stride=stride, padding=padding, groups=groups)
 
-# %% ../../modules/09_spatial/spatial_dev.py #05edd71a
+
+def _groups(groups, in_channels: int, out_channels: int | None) -> int:
+    "`groups` as an int that divides both channel counts, or a ValueError saying which one it does not."
+    if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups <= 0:
+        raise ValueError(f"groups must be a positive int, got {groups!r}")
+    for count, name in ((in_channels, "in_channels"), (out_channels, "out_channels")):
+        if count is not None and count % groups:
+            raise ValueError(f"groups={groups} must divide {name}={count}: every group gets "
+                             f"{name} // groups channels")
+    return int(groups)
+
+# %% ../../modules/09_spatial/spatial_dev.py #be170db4
 class Conv2d(Module):
-    "2-D convolution layer over (N, C, H, W) inputs; weight (out_channels, in_channels, kh, kw)."
+    "2-D convolution layer over (N, C, H, W) inputs; weight (out_channels, in_channels // groups, kh, kw)."
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
-                 bias: bool = True, rng=None):
+                 bias: bool = True, groups: int = 1, rng=None):
         super().__init__()
         for value, name in ((in_channels, "in_channels"), (out_channels, "out_channels")):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
@@ -130,10 +219,11 @@ class Conv2d(Module):
         self.kernel_size = _pair(kernel_size, "kernel_size")
         self.stride = _pair(stride, "stride")
         self.padding = _pair(padding, "padding", minimum=0)
+        self.groups = _groups(groups, self.in_channels, self.out_channels)
         generator = _rng(rng)   # module 03's: a Generator, an int seed, or None for the library one
-        fan_in = self.in_channels * self.kernel_size[0] * self.kernel_size[1]
+        fan_in = self.in_channels // self.groups * self.kernel_size[0] * self.kernel_size[1]
         bound = 1.0 / np.sqrt(fan_in)
-        shape = (self.out_channels, self.in_channels, *self.kernel_size)
+        shape = (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
         self.weight = Tensor(generator.uniform(-bound, bound, size=shape), requires_grad=True)
         if bias:
             self.bias = Tensor(generator.uniform(-bound, bound, size=self.out_channels), requires_grad=True)
@@ -145,11 +235,12 @@ class Conv2d(Module):
             x = Tensor(x)
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"Conv2d expected input of shape (N, {self.in_channels}, H, W), got {x.shape}")
-        return conv2d(x, self.weight, self.bias, self.stride, self.padding)
+        return conv2d(x, self.weight, self.bias, self.stride, self.padding, self.groups)
 
     def extra_repr(self) -> str:
+        groups = "" if self.groups == 1 else f", groups={self.groups}"  # shown only when set, like PyTorch
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"stride={self.stride}, padding={self.padding}, bias={self.bias is not None}")
+                f"stride={self.stride}, padding={self.padding}, bias={self.bias is not None}{groups}")
 
 # %% ../../modules/09_spatial/spatial_dev.py #ab4780e1
 class MaxPool2dFunction(Function):
