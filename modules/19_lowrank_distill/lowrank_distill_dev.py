@@ -53,8 +53,9 @@ from tinytorch.core.models import digits_mlp, train_digits_model
 from tinytorch.data.loader import digits_loaders
 from tinytorch.core.models import digits_cnn
 from tinytorch.compression.pipeline import compress
-from tinytorch.compression.prune import (benchmark_inference, iterative_prune, magnitude_prune, measure_sparsity,
-                                         polynomial_schedule, prunable_layers, prunable_weights)
+from tinytorch.compression.inference import benchmark_inference
+from tinytorch.compression.prune import (iterative_prune, magnitude_prune, measure_sparsity, polynomial_schedule,
+                                         prunable_layers, prunable_weights)
 from tinytorch.compression.sparse import to_sparse
 from tinytorch.compression.storage import load_compressed
 
