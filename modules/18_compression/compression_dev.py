@@ -60,8 +60,7 @@ from tinytorch.core.training import evaluate, fit
 
 # %% [markdown]
 # The experiments below train small models on the digits; the whole notebook runs in about a
-# minute. Set the environment variable `TINYTORCH_FULL=1` for the longer version: the pruning
-# comparison averaged over three batch orders and three times more timing repeats.
+# minute.
 
 # %%
 import tempfile
@@ -74,7 +73,6 @@ from tinytorch.core.activations import ReLU
 from tinytorch.core.models import digits_cnn, digits_mlp, train_digits_model
 from tinytorch.data.loader import digits_loaders
 
-FULL = os.environ.get("TINYTORCH_FULL", "0") == "1"
 NOTEBOOK_START = time.perf_counter()
 _workdir = tempfile.TemporaryDirectory(prefix="tinytorch-compression-")  # gone when Python exits
 WORKDIR = Path(_workdir.name)  # files we write and measure
@@ -178,11 +176,10 @@ print("✓ measure_sparsity counts 5 zeros among 18 weights and ignores biases")
 # equal magnitudes, **the weight with the lower flat (row-major) index is pruned first**, so
 # the tied weights with the *higher* indices are the ones kept. Here: `[False, False, True, True]`.
 #
-# **The threshold in O(n).** Sorting all `n` magnitudes costs O(n log n), and
-# `np.percentile` interpolates between values, so its cut is not an exact count. We only need
-# the `k`-th smallest value, `t`: `np.partition(scores, k - 1)[k - 1]` finds it in linear time
-# without sorting the rest (the tests forbid `np.sort`, `argsort`, `lexsort`, `percentile`,
-# `quantile` and `median`). Then:
+# **The threshold in O(n).** Sorting costs O(n log n), and `np.percentile` interpolates, so its
+# cut is not an exact count. `np.partition(scores, k - 1)[k - 1]` finds the `k`-th smallest value
+# `t` in linear time (the tests forbid `np.sort`, `argsort`, `lexsort`, `percentile`, `quantile`
+# and `median`). Then:
 #
 # 1. prune every entry with `|w| < t` (there are fewer than `k` of them);
 # 2. prune the first entries with `|w| == t`, in index order, until `k` are pruned.
@@ -202,9 +199,7 @@ print("✓ measure_sparsity counts 5 zeros among 18 weights and ignores biases")
 # need two more, so both go. Mask: `[False, True, False, True, False]`. With `s = 0.5`,
 # `k = round(2.5) = 2`: `0.1` and the tie at index 2 go, index 4 stays.
 #
-# The argument checks at the top of the function are given: a sparsity outside `[0, 1)` raises
-# `ValueError("sparsity must be in [0, 1), got ...")`, NaN weights and a mask of the wrong
-# shape or dtype raise a `ValueError` too.
+# The argument checks above the solution block are given (a sparsity outside `[0, 1)`: `ValueError`).
 
 # %%
 #| export
@@ -442,10 +437,11 @@ except ValueError as err:
 print("✓ magnitude_prune: global vs per-layer ranking, the min_keep guard, monotone sparsity")
 
 # %% [markdown]
-# ### Measured: accuracy vs sparsity, no retraining
+# ### Measured: accuracy vs sparsity without retraining, and layer collapse
 #
 # Prune copies of the trained MLP to increasing sparsity and evaluate them *without any
-# fine-tuning*: this shows how much the small weights really matter.
+# fine-tuning*: this shows how much the small weights really matter. Then look at each layer
+# under the global ranking at 98%, with and without the guard.
 
 # %%
 def restored(make, state):
@@ -456,38 +452,21 @@ def restored(make, state):
 
 
 sparsities = [0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98]
-no_retrain = {"global": [], "layer": []}
-for scope in no_retrain:
-    for s in sparsities:
-        pruned = magnitude_prune(restored(digits_mlp, mlp_state), s, scope=scope)
-        no_retrain[scope].append(evaluate(pruned, test_flat))
 print("sparsity   " + "  ".join(f"{s:>6.0%}" for s in sparsities))
-for scope, accs in no_retrain.items():
+for scope in ("global", "layer"):
+    accs = [evaluate(magnitude_prune(restored(digits_mlp, mlp_state), s, scope=scope), test_flat) for s in sparsities]
     print(f"{scope:<10} " + "  ".join(f"{a:>6.1%}" for a in accs))
-
-# %% [markdown]
-# ### Layer collapse, and the guard
-#
-# Now look at each layer separately under the global ranking, at 90% and at 98% overall.
-
-# %%
-def sparsity_row(label, model, data):
+for label, kwargs in (("98% global", {}), ("98% global, min_keep=0.01", {"min_keep": 0.01})):
+    model = magnitude_prune(restored(digits_mlp, mlp_state), 0.98, **kwargs)
     parts = ", ".join(f"{name} {s:6.2%}" for name, s in layer_sparsity(model).items())
-    print(f"{label:<34} accuracy {evaluate(model, data):6.1%}   {parts}")
-
-
-for s in (0.9, 0.98):
-    sparsity_row(f"{s:.0%} global", magnitude_prune(restored(digits_mlp, mlp_state), s), test_flat)
-sparsity_row("98% global, min_keep=0.01", magnitude_prune(restored(digits_mlp, mlp_state), 0.98, min_keep=0.01), test_flat)
-sparsity_row("98% per layer", magnitude_prune(restored(digits_mlp, mlp_state), 0.98, scope="layer"), test_flat)
+    print(f"{label:<26} accuracy {evaluate(model, test_flat):6.1%}   {parts}")
 
 # %% [markdown]
 # The global ranking takes most of its zeros from the large middle layer (`2.weight`: 32,768
 # weights, initialised with the smallest scale, `1/sqrt(256)`): at 98% overall it keeps under 1%
-# of that layer, a couple of hundred weights to connect 256 neurons to 128. That is **layer
-# collapse**: pushed further, a layer with no weights left disconnects the network. The
-# `min_keep` guard puts a floor under every layer and takes the difference from the others.
-# Without retraining every variant is ruined at 98%; Section 7 adds fine-tuning.
+# of it, a couple of hundred weights to connect 256 neurons to 128. That is **layer collapse**:
+# pushed further, a layer with no weights left disconnects the network. The guard puts a floor
+# under every layer. Without retraining every variant is ruined at 98%; Section 7 fine-tunes.
 
 # %% [markdown]
 # ## 6. Structured pruning: remove whole neurons and channels
@@ -902,62 +881,48 @@ print("✓ iterative_prune follows the schedule, fine-tunes and records a monoto
 # %% [markdown]
 # ### Measured: one-shot vs iterative at 90% and 95%
 #
-# Both start from the same trained weights and get the **same fine-tuning budget**: the
-# iterative run spends `STEPS x EPOCHS_PER_STEP` epochs spread over the schedule, the one-shot
-# run prunes once and fine-tunes for the same number of epochs. Same optimizer, learning rate
-# and batch order. One test image is 0.28 points of accuracy, so differences of a point or less
-# between single runs are within noise. The default run does the CNN at 95% only;
-# `TINYTORCH_FULL=1` adds the CNN at 90% and averages everything over three batch orders.
+# Both start from the same trained weights and get the **same fine-tuning budget** (30 epochs):
+# the iterative run spreads them over 10 steps of the schedule, the one-shot run prunes once and
+# fine-tunes for 30 epochs. Same optimizer, learning rate and batch order. One test image is
+# 0.28 points of accuracy, so differences of a point or less are within noise (`tito bench 18`
+# repeats this over five seeds).
 
 # %%
 STEPS, EPOCHS_PER_STEP = 10, 3
-SEEDS = (1, 2, 3) if FULL else (1,)
-TARGETS = {"MLP": (0.9, 0.95), "CNN": (0.9, 0.95) if FULL else (0.95,)}
-budget = STEPS * EPOCHS_PER_STEP
-METHODS = {"one-shot": (1, budget), "iterative": (STEPS, EPOCHS_PER_STEP)}   # (steps, epochs per step)
-MODELS = {"MLP": (digits_mlp, mlp_state, False), "CNN": (digits_cnn, cnn_state, True)}  # (make, weights, images?)
+METHODS = {"one-shot": (1, STEPS * EPOCHS_PER_STEP), "iterative": (STEPS, EPOCHS_PER_STEP)}   # (steps, epochs per step)
 runs = {}
 
 
-def compare_methods(label: str, method: str) -> None:
-    "Prune `label`'s trained model to each of its targets with `method` (mean over SEEDS), into `runs`."
-    make, state, image = MODELS[label]
+def prune_and_finetune(make, state, target: float, method: str, image: bool = False) -> None:
+    "Prune the trained model to `target` with `method` and fine-tune; the result goes into `runs`."
     steps, epochs = METHODS[method]
-    start = time.perf_counter()
-    for target in TARGETS[label]:
-        accs = []
-        for seed in SEEDS:
-            model = restored(make, state)
-            train, test = digits_loaders(batch_size=64, image=image, seed=seed)
-            hist = iterative_prune(model, train, target, steps=steps, epochs_per_step=epochs,
-                                   test_data=test, lr=FINETUNE_LR, progress=False)
-            accs.append(hist["accuracy"][-1])
-        runs[label, target, method] = {"accuracy": float(np.mean(accs)), "history": hist, "model": model}
-    print(f"{label} {method}: {len(TARGETS[label]) * len(SEEDS)} run(s) in {time.perf_counter() - start:.1f}s")
+    model = restored(make, state)
+    train, test = digits_loaders(batch_size=64, image=image, seed=1)
+    hist = iterative_prune(model, train, target, steps=steps, epochs_per_step=epochs, test_data=test,
+                           lr=FINETUNE_LR, progress=False)
+    runs["CNN" if image else "MLP", target, method] = {"accuracy": hist["accuracy"][-1], "model": model}
 
 
-compare_methods("MLP", "one-shot")
-compare_methods("MLP", "iterative")
+for target in (0.9, 0.95):
+    for method in METHODS:
+        prune_and_finetune(digits_mlp, mlp_state, target, method)
 
 # %%
 # The CNN runs get a cell each: a NumPy convolution is slow (about 4 s per run here), and a
 # grader such as nbgrader gives every cell a time limit (30 s by default).
-compare_methods("CNN", "one-shot")
+prune_and_finetune(digits_cnn, cnn_state, 0.95, "one-shot", image=True)
 
 # %%
-compare_methods("CNN", "iterative")
-dense_acc = {"MLP": mlp_acc, "CNN": cnn_acc}
+prune_and_finetune(digits_cnn, cnn_state, 0.95, "iterative", image=True)
 print(f"{'model':<5} {'sparsity':>8} {'dense':>7} {'one-shot':>9} {'iterative':>10}")
-for label in ("MLP", "CNN"):
-    for target in TARGETS[label]:
-        one, it = (runs[label, target, m]["accuracy"] for m in ("one-shot", "iterative"))
-        print(f"{label:<5} {target:>8.0%} {dense_acc[label]:>7.1%} {one:>9.1%} {it:>10.1%}")
+for label, target in (("MLP", 0.9), ("MLP", 0.95), ("CNN", 0.95)):
+    one, it = (runs[label, target, m]["accuracy"] for m in METHODS)
+    print(f"{label:<5} {target:>8.0%} {mlp_acc if label == 'MLP' else cnn_acc:>7.1%} {one:>9.1%} {it:>10.1%}")
 
 # %% [markdown]
 # The CNN is the harder case: it has only 6,032 weights, so 95% sparsity leaves about 300.
-# Iterative pruning is not free either: it trades pruning steps for recovery time. With 20
-# epochs instead of 30 (10 steps x 2), the iterative CNN run at 95% fell *behind* one-shot in
-# our runs: its last steps had too little time to recover.
+# Iterative pruning trades pruning steps for recovery time: with 20 epochs instead of 30, the
+# iterative CNN run at 95% fell *behind* one-shot in our runs.
 #
 # ### The lottery ticket
 #
@@ -1123,40 +1088,6 @@ assert encode_delta([], bits=4).tolist() == []
 print("✓ encode_delta: gaps, fillers for long gaps, empty input")
 
 # %% [markdown]
-# ### Measured: bytes of each encoding
-#
-# Take the first MLP layer at several sparsities and count the bytes each encoding really
-# holds (the `.nbytes` of the arrays it produces) with INT8 values (one byte per stored entry,
-# fillers included).
-
-# %%
-w0 = mlp[0].weight.data
-print(f"layer 0: {w0.size:,} weights; dense FP32 {w0.nbytes:,} bytes, dense INT8 {w0.size:,} bytes")
-print(f"{'sparsity':>8} {'nnz':>5} | index bytes: {'CSR':>7} {'bitmask':>8} {'delta8':>7} {'delta4':>7} "
-      f"| {'best with INT8 values':>24} {'vs FP32':>8}")
-for s in (0.5, 0.8, 0.9, 0.95, 0.98):
-    w = np.where(magnitude_mask(w0, s), w0, 0.0)
-    pos = np.flatnonzero(w)
-    _, ind, ptr = encode_csr(w)
-    index_bytes = {"CSR": ind.nbytes + ptr.nbytes, "bitmask": np.packbits(w != 0).nbytes}
-    values = {"CSR": pos.size, "bitmask": pos.size}          # one INT8 byte per stored value
-    for b in (8, 4):
-        deltas = encode_delta(pos, b)
-        index_bytes[f"delta{b}"] = pack_bits(deltas, b).nbytes
-        values[f"delta{b}"] = deltas.size                     # fillers store a (zero) value too
-    totals = {name: index_bytes[name] + values[name] for name in index_bytes}
-    best = min(totals, key=totals.get)
-    print(f"{s:>8.0%} {pos.size:>5} |              " + " ".join(f"{index_bytes[k]:>7,}" for k in index_bytes)
-          + f" | {totals[best]:>15,} ({best:>7}) {w0.nbytes / totals[best]:>7.1f}x")
-
-# %% [markdown]
-# Read the last column. At 90% sparsity INT8 values alone would be `4 x 10 = 40x` smaller,
-# but their positions cost as much again, so the best encoding is near 20x. CSR with `int32`
-# indices is the worst: 4 bytes of index per 1-byte value. The course page's "90% pruning x INT8 =
-# 40x" holds only if indices are free; to reach 40x in a real file we need higher sparsity,
-# compact relative indices, or both. Section 9 measures that on whole models and real files.
-
-# %% [markdown]
 # ## 9. Pruning + quantization: a compressed file
 #
 # `compress_weight(weight, bits, index, index_bits, per_channel)` turns one (pruned) weight into
@@ -1253,14 +1184,12 @@ print("✓ compress_weight stores packed codes, scales and positions (fillers in
 # %% [markdown]
 # ### A compressed model and its file
 #
-# The rest of this notebook measures your functions with given code from the notebooks beside
-# this one: `compress(model, sparsity, bits, index, index_bits, bias_bits)` (`pipeline_dev.py`)
-# runs your `compress_weight` on every prunable weight of a copy of the model and stores the
-# biases densely with `bias_bits`; `save` writes a `.ttcz` file and returns its size, and
-# `load_compressed(path)` (`storage_dev.py`) reads it back into a runnable model.
-#
-# Given code imports your functions from the package that `tito export 18` writes, not from
-# this notebook. The next cell checks that the two agree and says so when they do not.
+# From here on the lesson measures your functions with given code: `compress(model, sparsity,
+# bits, index, index_bits, bias_bits)` (`pipeline_dev.py`) runs your `compress_weight` on every
+# prunable weight of a copy of the model and stores the biases with `bias_bits`; `save` writes a
+# `.ttcz` file and returns its size; `load_compressed(path)` (`storage_dev.py`) reads it back.
+# Given code imports your functions from the package that `tito export 18` writes, not from this
+# notebook, so the next cell checks that the two agree.
 
 # %%
 import importlib
@@ -1272,30 +1201,24 @@ def _same_code(a, b) -> bool:
     "Whether two code objects were compiled from the same source (line numbers aside)."
     if a.co_code != b.co_code or a.co_names != b.co_names or len(a.co_consts) != len(b.co_consts):
         return False
-    for x, y in zip(a.co_consts, b.co_consts):
-        both_code = hasattr(x, "co_code") and hasattr(y, "co_code")
-        if (both_code and not _same_code(x, y)) or (not both_code and (type(x) is not type(y) or x != y)):
-            return False
-    return True
+    return all(_same_code(x, y) if hasattr(x, "co_code") and hasattr(y, "co_code") else type(x) is type(y) and x == y
+               for x, y in zip(a.co_consts, b.co_consts))
 
 
-def check_export(namespace=None) -> bool:
+def check_export() -> bool:
     "Print whether the exported package holds this notebook's functions (so given code runs yours)."
-    namespace = globals() if namespace is None else namespace
     stale = []
     for file in LESSON_FILES:
         try:
             package = importlib.import_module(file)
         except ImportError:
-            stale.append(f"{file} (missing)")
+            stale.append(file)
             continue
-        for name in package.__all__:
-            mine, theirs = namespace.get(name), getattr(package, name)
-            if hasattr(mine, "__code__") and hasattr(theirs, "__code__") and not _same_code(mine.__code__, theirs.__code__):
-                stale.append(name)
+        stale += [name for name in package.__all__ if hasattr(globals().get(name), "__code__")
+                  and not _same_code(globals()[name].__code__, getattr(package, name).__code__)]
     if stale:
-        print(f"⚠ The exported package is older than this notebook ({', '.join(stale)} differ), so the given code "
-              "below runs the old versions. Run `tito export 18`, restart the kernel and run the notebook again.")
+        print(f"⚠ The exported package is older than this notebook ({', '.join(stale)}): the given code below "
+              "runs the old versions. Run `tito export 18`, restart the kernel and run the notebook again.")
     else:
         print("✓ the exported package holds this notebook's functions")
     return not stale
@@ -1308,20 +1231,12 @@ from tinytorch.compression.pipeline import compress, save_dense   # given code
 from tinytorch.compression.storage import decompress_weight, load_compressed   # given code
 
 rng = np.random.default_rng(0)
-w = (rng.normal(size=(8, 40)) * (rng.random((8, 40)) < 0.1)).astype(np.float32)
+w = (rng.normal(size=(8, 40)) * (rng.random((8, 40)) < 0.1)).astype(np.float32)   # no weight here rounds to 0
 for index in INDEX_FORMATS:
-    assert np.array_equal(decompress_weight(compress_weight(w, bits=32, index=index, index_bits=3)), w), index
+    assert np.array_equal(decompress_weight(compress_weight(w, bits=32, index=index, index_bits=3)), w)
     w_hat = decompress_weight(compress_weight(w, bits=8, index=index, index_bits=3))
-    assert np.array_equal(w_hat == 0, w == 0) and np.abs(w_hat - w).max() <= np.abs(w).max() / 127 / 2 * 1.001, index
-print("✓ decompress_weight inverts compress_weight: FP32 exactly, INT8 within half a step")
-
-cm = compress(mlp, sparsity=0.9, bits=8, index="delta", index_bits=8, bias_bits=32)
-path = WORKDIR / "mlp90.ttcz"
-written = cm.save(path)
-loaded = load_compressed(path).decompress()
-assert written == path.stat().st_size and abs(measure_sparsity(loaded) - 0.9) < 0.001
-assert evaluate(loaded, test_flat) == evaluate(cm, test_flat)
-print(f"✓ the 90% MLP is a {written:,}-byte file that loads back into a working model")
+    assert np.array_equal(w_hat == 0, w == 0) and np.abs(w_hat - w).max() <= np.abs(w).max() / 127 / 2 * 1.001
+print("✓ decompress_weight (given) inverts compress_weight: FP32 exactly, INT8 within half a step")
 
 # %% [markdown]
 # ### Measured: what does it take to reach 40x?
@@ -1331,19 +1246,8 @@ print(f"✓ the 90% MLP is a {written:,}-byte file that loads back into a workin
 # pruned models come from iterative pruning with fine-tuning (Section 7's runs).
 
 # %%
-pruned_cache = {s: runs["MLP", s, "iterative"]["model"] for s in (0.9, 0.95)}
-
-
-def pruned_mlp(target: float):
-    "The trained MLP iteratively pruned to `target` (Section 7's recipe), cached."
-    if target not in pruned_cache:
-        model = restored(digits_mlp, mlp_state)
-        iterative_prune(model, digits_loaders(batch_size=64, seed=1)[0], target, steps=STEPS,
-                        epochs_per_step=EPOCHS_PER_STEP, lr=FINETUNE_LR, progress=False)
-        pruned_cache[target] = model
-    return pruned_cache[target]
-
-
+prune_and_finetune(digits_mlp, mlp_state, 0.97, "iterative")   # one more sparsity, Section 7's recipe
+pruned = {s: runs["MLP", s, "iterative"]["model"] for s in (0.9, 0.95, 0.97)}
 dense_bytes = save_dense(mlp, WORKDIR / "mlp_dense.ttcz")
 rows = [("dense FP32 (the baseline)", None, dict(bits=32, index="dense")),
         ("dense INT8", None, dict(bits=8, index="dense")),
@@ -1358,7 +1262,7 @@ file_results = {}
 print(f"dense FP32 file: {dense_bytes:,} bytes")
 print(f"{'format':<38} {'bytes':>8} {'ratio':>6} {'accuracy':>9}   breakdown (bytes)")
 for label, target, kwargs in rows:
-    source = mlp if target is None else pruned_mlp(target)
+    source = mlp if target is None else pruned[target]
     cm = compress(source, sparsity=None, **{"index_bits": 8, "bias_bits": 32, **kwargs})
     size = cm.save(WORKDIR / "mlp.ttcz")
     acc = evaluate(load_compressed(WORKDIR / "mlp.ttcz"), test_flat)
@@ -1563,62 +1467,45 @@ check_export()
 from tinytorch.compression.sparse import SparseLinear   # given code
 
 
-def crossover(sparsities, speedups):
-    "The sparsity where the speedup reaches 1, interpolated between measured points (None if never)."
-    for (s0, v0), (s1, v1) in zip(zip(sparsities, speedups), zip(sparsities[1:], speedups[1:])):
-        if v0 < 1.0 <= v1:
-            return s0 + (1.0 - v0) * (s1 - s0) / (v1 - v0)
-    return sparsities[0] if speedups and speedups[0] >= 1.0 else None
-
-
 SPEED_SPARSITIES = [0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998]
-BATCHES = (1, 64)
-bench_kw = dict(warmup=1, repeats=15 if FULL else 5)
+bench_kw = dict(warmup=1, repeats=5)
 wide = Linear(1024, 1024, rng=0)
 speed, crossovers = {}, {}
-for batch in BATCHES:
+for batch in (1, 64):
     xw = Tensor(np.random.default_rng(0).random((batch, 1024)).astype(np.float32))
+    print(f"\nbatch {batch}: speedup over the dense Linear(1024, 1024)")
+    print(f"{'sparsity':>8} {'masked':>8} {'structured':>11} {'(FLOP ratio)':>13} {'CSR':>7}")
     for s in SPEED_SPARSITIES:
         # The dense time is measured again next to every row: clock speed and cache state drift.
         dense_time = benchmark_inference(wide, xw, **bench_kw)["median"]
         masked = copy.deepcopy(wide)
         apply_mask(masked.weight, magnitude_mask(masked.weight.data, s))
-        structured = Linear(1024, 1024 - round(s * 1024), rng=0)
-        speed[batch, s] = {
+        rows_kept = 1024 - round(s * 1024)
+        r = speed[batch, s] = {
             "masked": dense_time / benchmark_inference(masked, xw, **bench_kw)["median"],
-            "structured": dense_time / benchmark_inference(structured, xw, **bench_kw)["median"],
+            "structured": dense_time / benchmark_inference(Linear(1024, rows_kept, rng=0), xw, **bench_kw)["median"],
             "csr": dense_time / benchmark_inference(SparseLinear.from_linear(masked), xw, **bench_kw)["median"],
-            "flops": 1024 / (1024 - round(s * 1024)),
         }
-    print(f"\nbatch {batch}: dense Linear(1024, 1024) takes {dense_time * 1e3:.3f} ms; speedup over dense")
-    print(f"{'sparsity':>8} {'masked':>8} {'structured':>11} {'(FLOP ratio)':>13} {'CSR':>7}")
-    for s in SPEED_SPARSITIES:
-        r = speed[batch, s]
-        print(f"{s:>8.1%} {r['masked']:>7.2f}x {r['structured']:>10.2f}x {r['flops']:>12.1f}x {r['csr']:>6.2f}x")
-    crossovers[batch] = crossover(SPEED_SPARSITIES, [speed[batch, s]["csr"] for s in SPEED_SPARSITIES])
-    found = "never within the range tested" if crossovers[batch] is None else f"at about {crossovers[batch]:.1%} sparsity"
-    print(f"CSR beats dense {found}")
+        print(f"{s:>8.1%} {r['masked']:>7.2f}x {r['structured']:>10.2f}x {1024 / rows_kept:>12.1f}x {r['csr']:>6.2f}x")
+    beats = [speed[batch, s]["csr"] >= 1.0 for s in SPEED_SPARSITIES]   # from which sparsity on does CSR stay ahead?
+    crossovers[batch] = next((s for i, s in enumerate(SPEED_SPARSITIES) if all(beats[i:])), None)
+    print(f"CSR beats dense from {'none of these sparsities' if crossovers[batch] is None else f'{crossovers[batch]:.1%}'} on")
 
 # %% [markdown]
-# **Why.** A dense matmul streams contiguous memory through SIMD units with a tuned BLAS kernel
-# and reuses every loaded weight for the whole batch. CSR does an indirect load (`x[indices]`)
-# per stored weight and reuses nothing across the batch, so per nonzero it costs many dense
-# multiply-adds. It wins only when it skips far more work than it loses per element: at batch 1
-# from very high sparsity on, at batch 64 only at the extreme end, if at all. The masked layer is
-# exactly as fast as the dense one: the zeros are multiplied like any other number.
-#
-# Structured pruning is different in kind: what is left is a smaller *dense* layer, so it runs
-# at BLAS speed. At batch 64 the speedup follows the FLOP ratio up to about 90%; beyond that
-# fixed per-call costs dominate. At batch 1 the multiply is bound by memory traffic and overhead
-# from the start, so the speedup saturates well below the FLOP ratio.
+# **Why.** A dense matmul streams contiguous memory through a tuned BLAS kernel and reuses every
+# loaded weight for the whole batch; the masked layer is exactly that, zeros included. CSR does an
+# indirect load (`x[indices]`) per stored weight and reuses nothing across the batch, so per
+# nonzero it costs many dense multiply-adds: it wins only at very high sparsity, and later at
+# batch 64 than at batch 1. Structured pruning leaves a smaller *dense* layer that runs at BLAS
+# speed: at batch 64 it follows the FLOP ratio until fixed per-call costs dominate; at batch 1
+# memory traffic and overhead cap it well below the FLOP ratio.
 
 # %% [markdown]
 # ## 11. The three systems questions, answered with our numbers
 #
-# Each answer is assembled from numbers this run measured. The third compares pruning with the
-# other way to a small model: train a small dense one. Module 20 teaches distillation, which
-# trains it from the big model; here the small model learns from the labels, which on the clean
-# digits does as well (Module 20 measures both).
+# The third question compares pruning with the other way to a small model: train a small dense
+# one. Module 20 teaches distillation, which trains it from the big model; here it learns from
+# the labels, which on the clean digits does as well (Module 20 measures both).
 
 # %%
 import textwrap
@@ -1627,46 +1514,35 @@ X_test = Tensor(np.concatenate([X.data for X, _ in test_flat]))
 small = Sequential(Linear(64, 32, rng=0), ReLU(), Linear(32, 10, rng=0))
 train_digits_model(small, seed=0)
 q3 = {}
-for label, model in (("dense MLP", mlp), ("MLP pruned 95%, INT8", pruned_mlp(0.95)), ("small MLP 64-32-10", small)):
+for label, model in (("dense MLP", mlp), ("MLP pruned 95%, INT8", pruned[0.95]), ("small MLP 64-32-10", small)):
     path = WORKDIR / "q3.ttcz"
-    pruned = label.startswith("MLP pruned")
-    size = compress(model, sparsity=None, bits=8, index="delta", index_bits=8, bias_bits=32).save(path) if pruned \
-        else save_dense(model, path)
-    q3[label] = {"bytes": size, "accuracy": evaluate(load_compressed(path), test_flat),
-                 "us": benchmark_inference(model, X_test, **bench_kw)["median"] * 1e6}
-    print(f"{label:<22} {size:>8,} bytes {q3[label]['accuracy']:>7.1%} {q3[label]['us']:>7.0f} us for 360 digits")
-pruned_q3, small_q3, dense_q3 = q3["MLP pruned 95%, INT8"], q3["small MLP 64-32-10"], q3["dense MLP"]
-
-
-def at(found):
-    return "nowhere in the range tested" if found is None else f"from about {found:.1%} sparsity"
-
-
+    if model is pruned[0.95]:
+        size = compress(model, sparsity=None, bits=8, index="delta", index_bits=8, bias_bits=32).save(path)
+    else:
+        size = save_dense(model, path)
+    q3[label] = (size, evaluate(load_compressed(path), test_flat), benchmark_inference(model, X_test, **bench_kw)["median"] * 1e6)
+    print(f"{label:<22} {size:>8,} bytes {q3[label][1]:>7.1%} {q3[label][2]:>7.0f} us for 360 digits")
+(dense_b, dense_a, dense_us), (pruned_b, pruned_a, pruned_us), (small_b, small_a, small_us) = q3.values()
+ticket, reinit = tickets["rewound to the original init"], tickets["random re-init"]
+csr_from = {batch: "nowhere tested" if found is None else f"from {found:.1%}" for batch, found in crossovers.items()}
 answers = {
     "1. Lottery tickets: why can pruned networks retrain to full accuracy?": (
-        f"The dense MLP reaches {mlp_acc:.1%}. With 10% of its weights left, iterative pruning with "
-        f"fine-tuning gets {runs['MLP', 0.9, 'iterative']['accuracy']:.1%}, with 5% "
-        f"{runs['MLP', 0.95, 'iterative']['accuracy']:.1%}. The same 90%-sparse mask trained from the original "
-        f"initialisation reaches {tickets['rewound to the original init']:.1%}, a random re-initialisation "
-        f"of it {tickets['random re-init']:.1%}. The {sum(p.size for p in mlp.parameters()):,} parameters are far "
-        "more than the task needs: a small subnetwork does the work, and overparameterisation mostly makes it "
-        "easy for gradient descent to find."),
+        f"Dense: {mlp_acc:.1%}. Iteratively pruned to 90% and 95%: {runs['MLP', 0.9, 'iterative']['accuracy']:.1%} "
+        f"and {runs['MLP', 0.95, 'iterative']['accuracy']:.1%}. The 90% mask trained from the original initialisation: "
+        f"{ticket:.1%}; from a random one: {reinit:.1%}. The network has far more weights than the task needs; "
+        "overparameterisation makes it easy for gradient descent to find the small subnetwork that does the work."),
     "2. Structured vs unstructured: why no speedup, and when is sparse computation faster?": (
-        f"The masked 90%-sparse layer runs at {speed[1, 0.9]['masked']:.2f}x the dense speed: its zeros "
-        f"are multiplied like any number. In CSR it runs at {speed[1, 0.9]['csr']:.2f}x (batch 1) and "
-        f"{speed[64, 0.9]['csr']:.2f}x (batch 64): indirect loads cost more than the skipped work. CSR "
-        f"overtakes dense at batch 1 {at(crossovers[1])} and at batch 64 {at(crossovers[64])}. Removing 90% "
-        f"of the rows instead (structured) runs {speed[1, 0.9]['structured']:.1f}x (batch 1) and "
-        f"{speed[64, 0.9]['structured']:.1f}x (batch 64) faster, because what is left is dense. Unstructured "
-        f"sparsity pays on disk ({best_ratio:.0f}x smaller file); in time it needs extreme sparsity, small "
-        "batches, or hardware and kernels built for sparsity."),
+        f"At 90% sparsity the masked layer runs at {speed[1, 0.9]['masked']:.2f}x dense (its zeros are multiplied), "
+        f"CSR at {speed[1, 0.9]['csr']:.2f}x (batch 1) and {speed[64, 0.9]['csr']:.2f}x (batch 64), the structured "
+        f"layer at {speed[1, 0.9]['structured']:.1f}x and {speed[64, 0.9]['structured']:.1f}x. CSR beats dense "
+        f"{csr_from[1]} (batch 1) and {csr_from[64]} (batch 64): indirect loads cost more than the skipped work, "
+        f"so unstructured sparsity pays on disk ({best_ratio:.0f}x smaller file) and, in time, only at extreme "
+        "sparsity, small batches or on sparse hardware. Structured pruning leaves a smaller dense layer."),
     "3. Distillation vs pruning: when to use which, and can they be combined?": (
-        f"Pruned to 95% with INT8 values the MLP is a {pruned_q3['bytes']:,}-byte file at "
-        f"{pruned_q3['accuracy']:.1%}, but it runs its zeros: {pruned_q3['us']:.0f} us for 360 digits against "
-        f"the dense model's {dense_q3['us']:.0f} us. A small dense model (FP32) is {small_q3['bytes']:,} bytes "
-        f"at {small_q3['accuracy']:.1%} and runs in {small_q3['us']:.0f} us. So prune when the architecture is "
-        "fixed or the budget is bytes on disk; train a small model (distil it, Module 20) when FLOPs or latency "
-        "matter and there is data to train it on. They combine: a small model can be pruned and quantized too."),
+        f"95% pruned + INT8: {pruned_b:,} bytes, {pruned_a:.1%}, {pruned_us:.0f} us (dense: {dense_b:,} bytes, "
+        f"{dense_us:.0f} us). A small dense model: {small_b:,} bytes, {small_a:.1%}, {small_us:.0f} us. Prune when the "
+        "architecture is fixed or the budget is bytes on disk; train (distil) a small model when FLOPs or latency "
+        "matter and there is data. They combine: a small model can be pruned and quantized too."),
 }
 for question, answer in answers.items():
     print(question)
