@@ -1193,16 +1193,14 @@ print("✓ compress_weight stores packed codes, scales and positions (fillers in
 
 # %%
 import importlib
+import inspect
 
 LESSON_FILES = ("tinytorch.compression.prune", "tinytorch.compression.encoding", "tinytorch.compression.inference")
 
 
-def _same_code(a, b) -> bool:
-    "Whether two code objects were compiled from the same source (line numbers aside)."
-    if a.co_code != b.co_code or a.co_names != b.co_names or len(a.co_consts) != len(b.co_consts):
-        return False
-    return all(_same_code(x, y) if hasattr(x, "co_code") and hasattr(y, "co_code") else type(x) is type(y) and x == y
-               for x, y in zip(a.co_consts, b.co_consts))
+def _code_lines(function) -> list:
+    "A function's source lines, without the solution markers (the export drops them)."
+    return [line for line in inspect.getsource(function).splitlines() if "### " not in line.strip()[:4]]
 
 
 def check_export() -> bool:
@@ -1214,8 +1212,10 @@ def check_export() -> bool:
         except ImportError:
             stale.append(file)
             continue
-        stale += [name for name in package.__all__ if hasattr(globals().get(name), "__code__")
-                  and not _same_code(globals()[name].__code__, getattr(package, name).__code__)]
+        for name in package.__all__:
+            mine = globals().get(name)
+            if inspect.isfunction(mine) and _code_lines(mine) != _code_lines(getattr(package, name)):
+                stale.append(name)
     if stale:
         print(f"⚠ The exported package is older than this notebook ({', '.join(stale)}): the given code below "
               "runs the old versions. Run `tito export 18`, restart the kernel and run the notebook again.")
