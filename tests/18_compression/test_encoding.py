@@ -84,19 +84,40 @@ def test_delta_round_trip_and_filler_count(positions, bits):
     assert len(deltas) == len(positions) + int(np.sum(gaps // 2 ** bits))
 
 
+W_SMALL = np.array([[0.0, 2.0, 0.0, -1.0], [0.0, 0.0, 0.0, 0.5]])
+
+
 @pytest.mark.task("compress-weight")
-def test_compress_weight_hand_computed():
-    w = np.array([[0.0, 2.0, 0.0, -1.0], [0.0, 0.0, 0.0, 0.5]])
-    entry = compress_weight(w, bits=8, index="delta", index_bits=8)
+def test_compress_weight_delta_entry_hand_computed():
+    entry = compress_weight(W_SMALL, bits=8, index="delta", index_bits=8)
     assert entry["shape"] == [2, 4] and entry["count"] == 3 and entry["index"] == "delta"
+    assert entry["bits"] == 8 and entry["index_bits"] == 8
     assert entry["arrays"]["deltas"].tolist() == [1, 1, 3]
     assert entry["arrays"]["values"].tolist() == [255, 64, 160]   # codes 127, -64, 32 shifted by 128
     assert entry["arrays"]["scale"].tolist() == [np.float32(2.0 / 127)]
-    entry = compress_weight(w, bits=32, index="csr")
+
+
+@pytest.mark.task("compress-weight")
+def test_compress_weight_stores_the_shape_as_a_list():
+    assert compress_weight(np.zeros((2, 1, 3)), bits=32, index="dense")["shape"] == [2, 1, 3]
+
+
+@pytest.mark.task("compress-weight")
+def test_compress_weight_csr_positions_and_float_values():
+    entry = compress_weight(W_SMALL, bits=32, index="csr")
     assert entry["arrays"]["indices"].tolist() == [1, 3, 3] and entry["arrays"]["indptr"].tolist() == [0, 2, 3]
-    entry = compress_weight(w, bits=8, index="dense")
-    assert entry["count"] == 8 and entry["arrays"]["values"].size == 8
-    entry = compress_weight(w, bits=8, index="delta", per_channel=True)
+    assert entry["arrays"]["values"].dtype == np.float32 and entry["arrays"]["values"].tolist() == [2.0, -1.0, 0.5]
+
+
+@pytest.mark.task("compress-weight")
+def test_compress_weight_dense_stores_every_position():
+    entry = compress_weight(W_SMALL, bits=8, index="dense")
+    assert entry["count"] == 8 and entry["arrays"]["values"].size == 8 and set(entry["arrays"]) == {"values", "scale"}
+
+
+@pytest.mark.task("compress-weight")
+def test_compress_weight_per_channel_scales():
+    entry = compress_weight(W_SMALL, bits=8, index="delta", per_channel=True)
     assert np.allclose(entry["arrays"]["scale"], [2.0 / 127, 0.5 / 127])
 
 
