@@ -17,15 +17,15 @@
 # | 6 | `structured_prune` (4) | `magnitude_mask` | a physically smaller model |
 # | 6 | `sensitivity_analysis` (2) | `structured_prune`, `magnitude_mask` | which layer can lose how much (layer-wise ratios) |
 # | 7 | `iterative_prune` (4) | `magnitude_prune` (and so `magnitude_mask`) | one-shot vs iterative, the lottery ticket |
-# | 8 | `encode_delta` (3) | | bytes of each index format |
+# | 8 | `encode_delta` (3) | | |
 # | 9 | `compress_weight` (4) | `encode_delta` | file size and accuracy of the loaded file: 40x? |
 # | 10 | `benchmark_inference` (2) | | |
 # | 10 | `csr_matmul` (3) | | dense vs masked vs structured vs CSR speed |
 #
-# Everything else in this notebook is given: read it, run it, do not change it. Every
-# exercise is a function whose body you write between the markers; the cell after it tests it,
-# and `tito test 18 --task ID` (ID as in the table, e.g. `magnitude-mask`) runs its graded tests.
-# Section 11 answers the course page's three questions with the numbers your run measured.
+# Everything else is given: read it, run it, do not change it. You write each function's body
+# between the markers; the cell after it tests it, and `tito test 18 --task ID` (e.g.
+# `magnitude-mask`) runs its graded tests. Section 11 answers the course page's three questions
+# with the numbers your run measured; the whole notebook runs in about a minute.
 #
 # The notebooks beside this one (`storage_dev.py`, `pipeline_dev.py`, `sparse_dev.py`,
 # `entropy_dev.py`, `nm_sparsity_dev.py`, `qat_dev.py`) are optional reading: the file format,
@@ -57,10 +57,6 @@ from tinytorch.core.losses import CrossEntropyLoss
 from tinytorch.core.optimizers import Adam
 from tinytorch.core.spatial import Conv2d
 from tinytorch.core.training import evaluate, fit
-
-# %% [markdown]
-# The experiments below train small models on the digits; the whole notebook runs in about a
-# minute.
 
 # %%
 import tempfile
@@ -98,11 +94,8 @@ train_img, test_img = digits_loaders(batch_size=64, image=True, seed=0)
 weights = [(name, p.data.ravel()) for name, p in mlp.named_parameters() if name.endswith("weight")]
 fig, axes = plt.subplots(1, len(weights), figsize=(12, 3))
 for ax, (name, w) in zip(axes, weights):
-    ax.hist(w, bins=80, color="tab:blue")
+    ax.hist(w, bins=80)
     ax.set_title(f"{name}: {w.size:,} weights")
-    ax.set_xlabel("weight value")
-axes[0].set_ylabel("count")
-plt.tight_layout()
 plt.show()
 for name, w in weights:
     small = np.abs(w) < 0.1 * np.abs(w).max()
@@ -346,18 +339,17 @@ print("✓ apply_mask zeroes and stacks masks; SGD with momentum keeps pruned we
 #   `round(sparsity * N)` are pruned overall (ties: lower index in the concatenation of the
 #   flattened weights in `prunable_weights` order). Layers whose weights are small lose more.
 #
-# Weights already pruned (`w.mask` False) stay pruned and count towards the target: pass the
-# masks to `magnitude_mask`. So a lower target than the current sparsity changes nothing.
+# Weights already pruned (`w.mask` False) stay pruned and count towards the target (pass the
+# masks to `magnitude_mask`): a lower target than the current sparsity changes nothing.
 #
-# Global ranking is usually more accurate, because layers differ in how many weights they
-# need. But magnitudes are not comparable across layers: a layer with a small initialisation
-# scale (a wide layer: `1/sqrt(fan_in)`) can lose almost everything. We will see it happen.
+# Global ranking is usually more accurate, but magnitudes are not comparable across layers: a
+# layer with a small initialisation scale (a wide one: `1/sqrt(fan_in)`) can lose almost everything.
 # The **guard** `min_keep` protects, in every layer, the `ceil(min_keep * n_l)` largest live
 # weights: give them the score `inf` before ranking (`magnitude_mask` on the layer, at sparsity
 # `(n_l - protect) / n_l`, finds them, with the same tie rule). If the protected weights make
 # the target impossible (`round(sparsity * N)` is more than the unprotected weights), raise
 # `ValueError` with a message that names `min_keep`, e.g.
-# `"cannot prune 3 weights of ['0.weight', '2.weight'] at sparsity 0.75: min_keep=0.5 protects too many"`.
+# `"cannot prune 6 weights of ['0.weight', '2.weight'] at sparsity 0.75: min_keep=0.5 protects too many"`.
 #
 # Worked example: layer 0 holds `[[0.1, 0.2], [0.3, 0.4]]`, layer 2 holds
 # `[[1, 2], [3, 4]]`. Global 50%: the four smallest are all of layer 0. Per layer 50%: `0.1, 0.2`
@@ -1275,22 +1267,14 @@ best_size, best_ratio, best_acc, best_parts = file_results[best_label]
 print(f"best within 1 point of {mlp_acc:.1%}: {best_label}: {best_ratio:.1f}x smaller, accuracy {best_acc:.1%}")
 
 # %% [markdown]
-# What the table shows:
-#
-# - **Quantization alone** is a clean 4x, a little less: the FP32 biases and the header stay.
-# - **Pruning with CSR** is no better than quantization alone: the `int32` column indices cost
-#   four times as much as the INT8 values they locate.
-# - **Compact indices** fix that: a bitmask or 8-bit relative indices. Still, "90% x INT8 = 40x"
-#   is far less once the positions are paid for.
-# - **Past 40x** takes 95% sparsity (iterative pruning keeps the accuracy), 6-bit relative
-#   indices, 4-bit values and INT8 biases. Once the weights are this small, every fixed cost
-#   shows: compare the biases and the header with the values in the breakdown column.
-#
-# Two things stop the table there: rounding *after* training costs accuracy at 3 or 4 bits, and
-# fixed-width codes spend as many bits on a common value as on a rare one. Optional reading:
-# `qat_dev.py` fine-tunes with the quantizer in the loop, `entropy_dev.py` Huffman-codes the
-# streams, `nm_sparsity_dev.py` stores 2:4 sparsity; `compress(..., train_data=loader)` runs that
-# recipe, and `tito bench 18` (table 3b) and `tito compress` measure it past 50x.
+# **Quantization alone** is a clean 4x, a little less (FP32 biases, header). **Pruning with CSR**
+# is no better: the `int32` column indices cost four times as much as the INT8 values they
+# locate. A bitmask or 8-bit relative indices fix that, yet "90% x INT8 = 40x" holds only if
+# positions are free. **Past 40x** takes 95% sparsity (iterative pruning keeps the accuracy),
+# 6-bit relative indices, 4-bit values and INT8 biases; then every fixed cost shows in the
+# breakdown. Optional reading for more: `qat_dev.py` (fine-tuning with the quantizer in the
+# loop), `entropy_dev.py` (Huffman coding), `nm_sparsity_dev.py` (2:4 sparsity); `tito bench 18`
+# (table 3b) and `tito compress` measure that recipe past 50x.
 
 # %% [markdown]
 # ## 10. Does sparsity make inference faster?
@@ -1397,23 +1381,20 @@ print("✓ benchmark_inference warms up, repeats, and reports the median per cal
 # %% [markdown]
 # ### Exercise: `csr_matmul`
 #
-# A `Linear` computes `y = x @ W.T`: output `r` of sample `b` is the dot product of row `r` of
-# `W` with `x[b]`. With `W` in CSR, row `r`'s nonzeros are `data[indptr[r]:indptr[r+1]]` at
-# columns `indices[...]`. Vectorised, with no Python loop over rows or weights:
-#
-# 1. gather: `x[:, indices]` pairs every stored weight with its input, shape `(batch, nnz)`;
-#    multiplying by `data` gives every product at once;
-# 2. segment sum: `np.add.reduceat(products, starts, axis=...)` sums each row's run of products.
+# A `Linear` computes `y = x @ W.T`. With `W` in CSR, row `r`'s nonzeros are
+# `data[indptr[r]:indptr[r+1]]` at columns `indices[...]`. Vectorised, with no Python loop over
+# rows or weights: **gather** `x[:, indices]` pairs every stored weight with its input, shape
+# `(batch, nnz)`, and multiplying by `data` gives every product at once; then a **segment sum**,
+# `np.add.reduceat(products, starts, axis=...)`, sums each row's run of products.
 #
 # `reduceat` has one trap: for an **empty row** (`indptr[r] == indptr[r+1]`) it returns the
 # element at `starts[r]` instead of 0, and a start equal to `nnz` is out of range. So reduce
 # only over the non-empty rows and leave the others at zero.
 #
-# The result has shape `(batch, rows)` and the dtype `np.result_type(data, x)`. The products
-# array holds `nnz x batch` numbers: for a half-dense 1024x1024 layer and a batch of 256 that is
-# 537 MB, so process the samples in chunks of `max(1, max_elements // nnz)` (a Python loop over
-# chunks is fine). Gathering rows of `x.T` copies contiguous memory: about 2x faster than
-# gathering columns of `x`. An `x` that is not 2-d is rejected by the given check.
+# The result has shape `(batch, rows)` and dtype `np.result_type(data, x)`. The products array
+# holds `nnz x batch` numbers (537 MB for a half-dense 1024x1024 layer and a batch of 256), so
+# process the samples in chunks of `max(1, max_elements // nnz)`; a loop over chunks is fine.
+# Gathering rows of `x.T` (contiguous memory) is about 2x faster than columns of `x`.
 
 # %% nbgrader={"grade": false, "grade_id": "csr-matmul", "locked": false, "solution": true, "schema_version": 3}
 #| export compression.inference
