@@ -805,6 +805,7 @@ print("cubic schedule to 95% in 10 steps:", np.round(polynomial_schedule(0.0, 0.
 # - **Entry 0 is the model as given**, before any pruning: step `0`, target `initial_sparsity`,
 #   `measure_sparsity(model)`, and its accuracy. Entry `t` is recorded after step `t`'s
 #   fine-tuning: step `t`, target `s_t` (a Python float), the measured sparsity, the accuracy.
+# - The masks stay on the weights afterwards, so later fine-tuning keeps the pruned weights at 0.
 # - Accuracy is `evaluate(model, test_data)`, or `None` when `test_data` is `None`.
 # - Show progress with `tqdm` over the steps; `progress` means what it means for `fit`
 #   (`None`: a bar only for runs longer than 2 s, `True` always, `False` never).
@@ -826,6 +827,7 @@ def iterative_prune(model, train_data, final_sparsity: float, steps: int, epochs
     `{"step", "target", "sparsity", "accuracy"}`, each of length steps + 1: entry 0 is the model
     as given (step 0, target `initial_sparsity`, before pruning), entry t follows step t's
     fine-tuning. "accuracy" holds `evaluate(model, test_data)`, or None without `test_data`.
+    The masks stay on the weights.
     """
     targets = polynomial_schedule(initial_sparsity, final_sparsity, steps, power)
     if isinstance(epochs_per_step, bool) or not isinstance(epochs_per_step, (int, np.integer)) or epochs_per_step < 0:
