@@ -1432,9 +1432,9 @@ print("✓ csr_matmul equals the dense product, empty rows included, in one piec
 # overhead hides everything), at batch 1 (one request at a time, as on a phone) and batch 64
 # (throughput). For each sparsity:
 #
-# - **masked**: the dense layer with zeros in it. Same shape, same BLAS call: no speedup expected.
-# - **structured**: a dense layer with `(1 - s)` of the output rows: the FLOP ratio is `1/(1-s)`.
-# - **CSR**: `SparseLinear` with the same zeros as the masked layer.
+# **masked** is the dense layer with zeros in it (same shape, same BLAS call); **structured** a
+# dense layer with `(1 - s)` of the output rows (FLOP ratio `1/(1-s)`); **CSR** is `SparseLinear`
+# with the masked layer's zeros.
 
 # %%
 check_export()
