@@ -3,34 +3,31 @@
 #
 # > Pruning (magnitude, structured, iterative), sparse storage, sparse inference, and pruning combined with INT8 quantization into a measured compressed file.
 #
-# A trained network is mostly redundant. Most of its weights are tiny, many of its neurons do
-# almost nothing, and every weight is stored with 32 bits when 8 would do. This module turns
-# that redundancy into a smaller file and, sometimes, a faster model, and **measures** both
-# claims instead of assuming them.
+# A trained network is mostly redundant: most weights are tiny, many neurons do almost nothing,
+# and every weight takes 32 bits when 8 would do. This module turns that redundancy into a
+# smaller file and, sometimes, a faster model, and **measures** both claims.
 #
-# You write nine functions (30 points). Each one needs at most two of the others, all earlier:
+# You write eight functions (28 points). Each one needs at most two of the others, all earlier:
 #
 # | Section | Exercise (points) | Calls your | Measured on the digits |
 # | --- | --- | --- | --- |
 # | 3 | `magnitude_mask` (4) | | |
 # | 5 | `magnitude_prune` (4) | `magnitude_mask` | accuracy vs sparsity, layer collapse |
-# | 6 | `structured_prune` (4) | `magnitude_mask` | a physically smaller model |
-# | 6 | `sensitivity_analysis` (2) | `structured_prune`, `magnitude_mask` | which layer can lose how much (layer-wise ratios) |
+# | 6 | `structured_prune` (4) | `magnitude_mask` | a smaller model; layer-wise ratios |
 # | 7 | `iterative_prune` (4) | `magnitude_prune` (and so `magnitude_mask`) | one-shot vs iterative, the lottery ticket |
 # | 8 | `encode_delta` (3) | | |
 # | 9 | `compress_weight` (4) | `encode_delta` | file size and accuracy of the loaded file: 40x? |
 # | 10 | `benchmark_inference` (2) | | |
 # | 10 | `csr_matmul` (3) | | dense vs masked vs structured vs CSR speed |
 #
-# Everything else is given: read it, run it, do not change it. You write each function's body
+# Everything else is given: read it, run it, do not change it. Write each function's body
 # between the markers; the cell after it tests it, and `tito test 18 --task ID` (e.g.
 # `magnitude-mask`) runs its graded tests. Section 11 answers the course page's three questions
-# with the numbers your run measured; the whole notebook runs in about a minute.
+# with the numbers your run measured. The whole notebook runs in about a minute.
 #
 # The notebooks beside this one (`storage_dev.py`, `pipeline_dev.py`, `sparse_dev.py`,
-# `entropy_dev.py`, `nm_sparsity_dev.py`, `qat_dev.py`) are optional reading: the file format,
-# the compression pipeline, sparse layers, and three ways past 50x. This lesson uses a few of
-# their functions to measure yours; you never need to open them.
+# `structured_dev.py`, `entropy_dev.py`, `nm_sparsity_dev.py`, `qat_dev.py`) are optional
+# reading; the lesson uses a few of their functions to measure yours.
 
 # %%
 # Timings below must be repeatable on a shared 2-core machine, where multi-threaded BLAS can run
@@ -555,11 +552,31 @@ assert [small_cnn[i].weight.shape for i in (0, 3, 7)] == [(12, 1, 3, 3), (16, 12
 print("✓ structured_prune removes the weakest channels, ties and classifier as specified")
 
 # %% [markdown]
-# ### Measured: a physically smaller MLP
+# ### Measured: a smaller MLP, uniform and layer-wise
 #
-# Remove half of the hidden neurons of the trained MLP, then fine-tune briefly. The parameter
-# count drops by about 3x, not 2x: a hidden layer loses rows of its own weight *and* columns
-# of the next layer's.
+# Removing half of the hidden neurons cuts the parameters by about 3x, not 2x: a hidden layer
+# loses rows of its own weight *and* columns of the next layer's.
+#
+# Layers are not equally important. A **sensitivity analysis** (given) prunes one group at a
+# time, nothing else touched and no fine-tuning, and records the test accuracy: a flat row can
+# be pruned hard, a steep one needs care. **Layer-wise pruning** then gives each group its own
+# ratio, `structured_prune(model, {name: ratio})`: here the largest tested ratio that costs at
+# most 1 point. Both models are fine-tuned briefly afterwards.
+
+# %%
+#| export
+def sensitivity_analysis(model, data, ratios=(0.25, 0.5, 0.75, 0.9)) -> dict:
+    """Test accuracy on `data` after structured-pruning one prunable channel group at a time, without fine-tuning.
+
+    Returns `{"baseline": accuracy, "ratios": [...], "accuracy": {group name: [accuracy per ratio]}}`.
+    The model is never modified.
+    """
+    ratios = [_check_fraction(r, "ratio") for r in ratios]
+    accuracy = {}
+    for group in channel_groups(model):
+        if group.prunable:
+            accuracy[group.name] = [evaluate(structured_prune(model, {group.name: r}), data) for r in ratios]
+    return {"baseline": evaluate(model, data), "ratios": ratios, "accuracy": accuracy}
 
 # %%
 def n_params(model) -> int:
@@ -567,39 +584,42 @@ def n_params(model) -> int:
 
 
 FINETUNE_LR = 3e-3   # measured on the digits: recovers from pruning faster than Adam's usual 1e-3
+FINETUNE_EPOCHS = 10
 
 
-def finetune(model, train, test, epochs: int, lr: float = FINETUNE_LR) -> float:
+def finetune(model, train, test, epochs: int = FINETUNE_EPOCHS, lr: float = FINETUNE_LR) -> float:
     "Fine-tune with Adam (masks respected) and return the test accuracy."
     fit(model, train, CrossEntropyLoss(), Adam(model.parameters(), lr=lr), epochs=epochs, progress=False)
     return evaluate(model, test)
 
 
-FINETUNE_EPOCHS = 10
-half = structured_prune(restored(digits_mlp, mlp_state), 0.5)
-half_before = evaluate(half, test_flat)
-half_after = finetune(half, *digits_loaders(batch_size=64, seed=1), epochs=FINETUNE_EPOCHS)
-print(f"MLP {n_params(mlp):,} params, {mlp_acc:.1%} -> 50% structured: {n_params(half):,} params "
-      f"({n_params(mlp) / n_params(half):.1f}x fewer), {half_before:.1%} before and "
-      f"{half_after:.1%} after {FINETUNE_EPOCHS} epochs of fine-tuning")
+sens = sensitivity_analysis(mlp, test_flat, ratios=(0.25, 0.4, 0.5, 0.75, 0.9))
+print("accuracy change (points) when one group loses a fraction of its channels")
+print("group " + "".join(f"{r:>7.0%}" for r in sens["ratios"]))
+chosen = {}
+for name, accs in sens["accuracy"].items():
+    print(f"{name:<6}" + "".join(f"{100 * (a - sens['baseline']):>+7.1f}" for a in accs))
+    chosen[name] = max([r for r, a in zip(sens["ratios"], accs) if sens["baseline"] - a <= 0.01], default=0.0)
+for label, ratio in (("50% of every group", 0.5), (f"layer-wise {chosen}", chosen)):
+    model = structured_prune(restored(digits_mlp, mlp_state), ratio)
+    before = evaluate(model, test_flat)
+    after = finetune(model, *digits_loaders(batch_size=64, seed=1))
+    print(f"{label}: {n_params(mlp) / n_params(model):.1f}x fewer parameters, accuracy {before:.1%} before and "
+          f"{after:.1%} after {FINETUNE_EPOCHS} epochs of fine-tuning (dense {mlp_acc:.1%})")
 
 # %% [markdown]
 # ### Real architectures: BatchNorm, depthwise convolutions, residual blocks
 #
-# Your `structured_prune` never looks at layer types; the tracer does. So it already prunes
-# module 09's `digits_mobilenet` (MobileNet's depthwise-separable blocks) and `digits_resnet`
-# (ResNet's residual blocks), where one group spans a convolution, its BatchNorm, a depthwise
-# convolution, or both sides of an addition. In the ResNet below, the stem convolution and the
-# first block's last convolution are one group: the identity shortcut adds their outputs, so
-# channel `c` goes from both or from neither.
+# Your `structured_prune` never looks at layer types; the tracer does. So it also prunes module
+# 09's `digits_mobilenet` (depthwise-separable blocks) and `digits_resnet` (residual blocks),
+# where one group spans a convolution, its BatchNorm, a depthwise convolution or both sides of an
+# addition. Below, the ResNet's stem and its first block's last convolution are one group: the
+# identity shortcut adds their outputs, so channel `c` goes from both or from neither.
 #
-# The given notebook `structured_dev.py` (optional reading) trains both models, removes 25-75%
-# of their channels, fine-tunes, counts multiply-adds and times the models at batch 1 and 64,
-# beside unstructured pruning at the same number of weights; `tito bench` measures the same in
-# its table 7. Its lesson: structured pruning saves real time where the arithmetic dominates
-# (batch 64), almost none on one 8x8 digit, where Python's fixed cost per layer dominates; at
-# the same weight count, unstructured pruning usually keeps a little more accuracy but saves
-# no time.
+# Structured pruning saves real time where the arithmetic dominates (batch 64), almost none on
+# one 8x8 digit, where Python's fixed cost per layer dominates; at the same weight count,
+# unstructured pruning usually keeps a little more accuracy but saves no time. The given
+# notebook `structured_dev.py` (optional) and `tito bench 18` (table 7) measure both models.
 
 # %%
 from tinytorch.core.models import digits_resnet
@@ -612,112 +632,6 @@ half_resnet = structured_prune(resnet, 0.5)
 out = half_resnet(Tensor(np.zeros((2, 1, 8, 8), dtype=np.float32)))
 print(f"ResNet-style, half of every group's channels removed: {n_params(resnet):,} -> "
       f"{n_params(half_resnet):,} parameters, output {out.shape}")
-
-# %% [markdown]
-# ### Sensitivity analysis: which layer can lose how much?
-#
-# Layers are not equally important. A **sensitivity analysis** prunes *one layer at a time*
-# to several ratios, with everything else untouched and no fine-tuning, and records the test
-# accuracy. Flat curves mark layers that can be pruned hard; steep ones need care. The result
-# is a dict:
-#
-# ```python
-# {"kind": "structured", "baseline": 0.97, "ratios": [0.25, 0.5, ...],
-#  "accuracy": {"0": [0.97, 0.96, ...], "2": [...]}}
-# ```
-#
-# `kind="structured"` prunes one prunable channel group at a time (the names of
-# `channel_groups(model)` with `.prunable`, as for the hidden layers "0", "2" of the MLP) with
-# `structured_prune(model, {name: r})`; `kind="magnitude"` prunes weights of every prunable
-# layer (the classifier too) on a copy with `apply_mask(w, magnitude_mask(w.data, r, w.mask))`.
-
-# %% nbgrader={"grade": false, "grade_id": "sensitivity-analysis", "locked": false, "solution": true, "schema_version": 3}
-#| export
-def sensitivity_analysis(model, data, ratios=(0.25, 0.5, 0.75, 0.9), kind: str = "structured") -> dict:
-    """Test accuracy on `data` (batches of (X, y)) after pruning one layer at a time, without fine-tuning.
-
-    Returns `{"kind", "baseline", "ratios", "accuracy": {name: [accuracy per ratio]}}`, names of
-    prunable channel groups (structured) or of prunable layers (magnitude). The model is never modified.
-    Raises ValueError for a `kind` other than "structured" or "magnitude".
-    """
-    if kind not in ("structured", "magnitude"):
-        raise ValueError(f"kind must be 'structured' or 'magnitude', got {kind!r}")
-    ratios = [_check_fraction(r, "ratio") for r in ratios]
-    names = [name for name, _ in prunable_layers(model)]
-    ### BEGIN SOLUTION
-    result = {"kind": kind, "baseline": evaluate(model, data), "ratios": ratios, "accuracy": {}}
-    groups = [group.name for group in channel_groups(model) if group.prunable]
-    layers = groups if kind == "structured" else names
-    for name in layers:
-        accs = []
-        for r in ratios:
-            if kind == "structured":
-                pruned = structured_prune(model, {name: r})
-            else:
-                pruned = copy.deepcopy(model)
-                weight = dict(prunable_layers(pruned))[name].weight
-                apply_mask(weight, magnitude_mask(weight.data, r, weight.mask))
-            accs.append(evaluate(pruned, data))
-        result["accuracy"][name] = accs
-    return result
-    ### END SOLUTION
-
-# %% nbgrader={"grade": true, "grade_id": "sensitivity-analysis-test", "locked": true, "points": 2, "solution": false, "schema_version": 3}
-sens = sensitivity_analysis(mlp, test_flat, ratios=(0.0, 0.5))
-assert sens["kind"] == "structured" and list(sens["accuracy"]) == ["0", "2"]
-assert sens["accuracy"]["0"][0] == sens["baseline"] == evaluate(mlp, test_flat)   # ratio 0 changes nothing
-assert sens["accuracy"]["2"][1] == evaluate(structured_prune(mlp, {"2": 0.5}), test_flat)
-assert measure_sparsity(mlp) == 0.0 and mlp[0].weight.mask is None, "the model must be left alone"
-sens_m = sensitivity_analysis(mlp, test_flat, ratios=(0.9,), kind="magnitude")
-assert list(sens_m["accuracy"]) == ["0", "2", "4"]
-print("✓ sensitivity_analysis prunes one layer at a time and leaves the model untouched")
-
-# %%
-def sensitivity_table(result: dict) -> str:
-    "The result of `sensitivity_analysis` as a text table of accuracy drops (points)."
-    lines = [f"{'layer':<8}" + "".join(f"{r:>8.0%}" for r in result["ratios"])]
-    for name, accs in result["accuracy"].items():
-        lines.append(f"{name:<8}" + "".join(f"{100 * (a - result['baseline']):>+8.1f}" for a in accs))
-    return "\n".join(lines)
-
-
-def plot_sensitivity(result: dict, ax=None):
-    "Accuracy against pruning ratio, one line per layer; returns the matplotlib Axes."
-    if ax is None:
-        _, ax = plt.subplots(figsize=(5, 3))
-    for name, accs in result["accuracy"].items():
-        ax.plot(result["ratios"], accs, "o-", label=f"layer {name}")
-    ax.axhline(result["baseline"], color="gray", linestyle="--", label="unpruned")
-    ax.set_xlabel(f"{result['kind']} pruning ratio")
-    ax.set_ylabel("test accuracy")
-    ax.legend()
-    return ax
-
-
-def choose_ratios(result: dict, max_drop: float = 0.01) -> dict:
-    "For each layer, the largest tested ratio whose accuracy drop is at most `max_drop` (0 if none)."
-    chosen = {}
-    for name, accs in result["accuracy"].items():
-        ok = [r for r, a in zip(result["ratios"], accs) if result["baseline"] - a <= max_drop]
-        chosen[name] = max(ok, default=0.0)
-    return chosen
-
-# %%
-SENS_RATIOS = (0.25, 0.5, 0.75, 0.9)
-for label, model, data in (("MLP", mlp, test_flat), ("CNN", cnn, test_img)):
-    sens = sensitivity_analysis(model, data, ratios=SENS_RATIOS)
-    print(f"{label}: accuracy change (points) when one layer loses a fraction of its units\n{sensitivity_table(sens)}")
-    ax = plot_sensitivity(sens)
-    ax.set_title(f"{label}: structured sensitivity")
-    plt.tight_layout()
-    plt.show()
-    if label == "MLP":
-        mlp_sens = sens
-chosen = choose_ratios(mlp_sens, max_drop=0.02)
-layerwise = structured_prune(restored(digits_mlp, mlp_state), chosen)
-layerwise_acc = finetune(layerwise, *digits_loaders(batch_size=64, seed=1), epochs=FINETUNE_EPOCHS)
-print(f"ratios chosen for at most 2 points of drop each: {chosen} -> {n_params(layerwise):,} params, "
-      f"{layerwise_acc:.1%} after fine-tuning")
 
 
 # %% [markdown]

@@ -233,34 +233,19 @@ def structured_prune(model, ratio, norm: int = 1):
     return remove_channels(model, keep)
 
 
-# %% ../../modules/18_compression/compression_dev.py #bf551ca8
-def sensitivity_analysis(model, data, ratios=(0.25, 0.5, 0.75, 0.9), kind: str = "structured") -> dict:
-    """Test accuracy on `data` (batches of (X, y)) after pruning one layer at a time, without fine-tuning.
+# %% ../../modules/18_compression/compression_dev.py #dbfd6e63
+def sensitivity_analysis(model, data, ratios=(0.25, 0.5, 0.75, 0.9)) -> dict:
+    """Test accuracy on `data` after structured-pruning one prunable channel group at a time, without fine-tuning.
 
-    Returns `{"kind", "baseline", "ratios", "accuracy": {name: [accuracy per ratio]}}`, names of
-    prunable channel groups (structured) or of prunable layers (magnitude). The model is never modified.
-    Raises ValueError for a `kind` other than "structured" or "magnitude".
+    Returns `{"baseline": accuracy, "ratios": [...], "accuracy": {group name: [accuracy per ratio]}}`.
+    The model is never modified.
     """
-    if kind not in ("structured", "magnitude"):
-        raise ValueError(f"kind must be 'structured' or 'magnitude', got {kind!r}")
     ratios = [_check_fraction(r, "ratio") for r in ratios]
-    names = [name for name, _ in prunable_layers(model)]
-    result = {"kind": kind, "baseline": evaluate(model, data), "ratios": ratios, "accuracy": {}}
-    groups = [group.name for group in channel_groups(model) if group.prunable]
-    layers = groups if kind == "structured" else names
-    for name in layers:
-        accs = []
-        for r in ratios:
-            if kind == "structured":
-                pruned = structured_prune(model, {name: r})
-            else:
-                pruned = copy.deepcopy(model)
-                weight = dict(prunable_layers(pruned))[name].weight
-                apply_mask(weight, magnitude_mask(weight.data, r, weight.mask))
-            accs.append(evaluate(pruned, data))
-        result["accuracy"][name] = accs
-    return result
-
+    accuracy = {}
+    for group in channel_groups(model):
+        if group.prunable:
+            accuracy[group.name] = [evaluate(structured_prune(model, {group.name: r}), data) for r in ratios]
+    return {"baseline": evaluate(model, data), "ratios": ratios, "accuracy": accuracy}
 
 # %% ../../modules/18_compression/compression_dev.py #03fe1a1f
 def polynomial_schedule(initial: float, final: float, steps: int, power: float = 3) -> np.ndarray:
