@@ -73,19 +73,17 @@ WORKDIR = Path(_workdir.name)  # files we write and measure
 # %% [markdown]
 # ## 1. Why pruning works: look at the weights
 #
-# Train the two reference models of Module 09 and look at their weights. If most of them are
-# close to zero, setting those to exactly zero should barely change what the network computes.
+# Train Module 09's reference MLP and look at its weights. If most of them are close to zero,
+# setting those to exactly zero should barely change what the network computes.
 
 # %%
 start = time.perf_counter()
 mlp = digits_mlp(seed=0)
 mlp_acc = train_digits_model(mlp, seed=0)["val_acc"][-1]
-cnn = digits_cnn(seed=0)
-cnn_acc = train_digits_model(cnn, seed=0)["val_acc"][-1]
-print(f"trained in {time.perf_counter() - start:.1f}s: MLP test accuracy {mlp_acc:.2%}, CNN {cnn_acc:.2%}")
-mlp_state, cnn_state = mlp.state_dict(), cnn.state_dict()  # to restart every experiment from the same weights
+mlp_state = mlp.state_dict()   # every experiment restarts from these weights
+print(f"trained in {time.perf_counter() - start:.1f}s: MLP test accuracy {mlp_acc:.2%}")
+cnn = digits_cnn(seed=0)       # untrained: Section 6 prunes its channels (`tito bench 18` trains it)
 train_flat, test_flat = digits_loaders(batch_size=64, seed=0)
-train_img, test_img = digits_loaders(batch_size=64, image=True, seed=0)
 
 # %%
 weights = [(name, p.data.ravel()) for name, p in mlp.named_parameters() if name.endswith("weight")]
@@ -99,8 +97,8 @@ for name, w in weights:
     print(f"{name:>9}: {small.mean():.0%} of the weights are below 10% of the layer's largest |w|")
 
 # %% [markdown]
-# The histograms are bell-shaped around zero: most weights are small. Pruning bets that the
-# small ones matter least. Sections 5 to 7 check that bet, with and without retraining.
+# Most weights are small. Pruning bets that the small ones matter least; Sections 5 to 7 check
+# that bet, with and without retraining.
 
 # %% [markdown]
 # ## 2. Sparsity: what we prune and how we count it (given)
@@ -174,15 +172,13 @@ print("✓ measure_sparsity counts 5 zeros among 18 weights and ignores biases")
 # 1. prune every entry with `|w| < t` (there are fewer than `k` of them);
 # 2. prune the first entries with `|w| == t`, in index order, until `k` are pruned.
 #
-# One comparison, `keep = scores > t`, does both steps at once but prunes *every* tie. With real
-# weights that is almost always exactly `k` entries; only when it is more do we look for the tied
-# entries (`scores == t`) and give back the last ones.
+# (`keep = scores > t` prunes *every* tie: with real weights that is almost always exactly `k`;
+# when it is more, give back the last tied entries.)
 #
 # **Already pruned stays pruned.** An optional `mask` says which entries are still alive.
-# Dead entries are pruned first, whatever their stored value: give them the score `-1`,
-# below every magnitude. If more entries are already dead than `k`, the result keeps exactly
-# the live ones (sparsity never goes down). `inf` is a magnitude like any other: it ranks above
-# every finite one (Section 5 uses that).
+# Dead entries are pruned first, whatever their stored value (score them `-1`); if more than `k`
+# are dead, the result keeps exactly the live ones. `inf` ranks above every finite magnitude
+# (Section 5 uses that).
 #
 # Worked example: `w = [0.1, -3.0, 0.5, 2.0, -0.5]`, `s = 0.6`, so `k = 3`. The third smallest
 # magnitude is `t = 0.5`; only `0.1` is below it; two entries tie at `0.5` (index 2 and 4) and we
@@ -269,11 +265,10 @@ print("✓ magnitude_mask prunes exact counts with the lower-index tie rule and 
 # %% [markdown]
 # ## 4. Masks that survive training (given)
 #
-# Zeroing a weight once is not enough: the next optimizer step gives it a gradient and it grows
-# back, and a momentum buffer keeps pushing it even when its gradient is zero. So each pruned
-# parameter keeps its mask, and the mask is enforced **at every step**: our optimizers
-# (Module 06) zero the masked gradient entries *before* the update and write exact zeros into
-# the masked weights (and their buffers) *after* it, for any `Tensor` whose `.mask` is set.
+# Zeroing a weight once is not enough: the next optimizer step (and a momentum buffer) grows it
+# back. So each pruned parameter keeps its mask, enforced **at every step**: our optimizers
+# (Module 06) zero the masked gradients before the update and the masked weights and buffers
+# after it, for any `Tensor` whose `.mask` is set.
 #
 # `apply_mask(param, keep)` combines `keep` with the mask the parameter already has (pruned
 # stays pruned), writes the zeros, and stores the mask on the tensor. `remove_pruning` makes
@@ -339,9 +334,8 @@ print("✓ apply_mask zeroes and stacks masks; SGD with momentum keeps pruned we
 # Weights already pruned (`w.mask` False) stay pruned and count towards the target (pass the
 # masks to `magnitude_mask`): a lower target than the current sparsity changes nothing.
 #
-# Global ranking is usually more accurate, but magnitudes are not comparable across layers: a
-# layer with a small initialisation scale (a wide one: `1/sqrt(fan_in)`) can lose almost everything.
-# The **guard** `min_keep` protects, in every layer, the `ceil(min_keep * n_l)` largest live
+# Global ranking is usually more accurate, but a layer with a small initialisation scale (a wide
+# one: `1/sqrt(fan_in)`) can lose almost everything. The **guard** `min_keep` protects, in every layer, the `ceil(min_keep * n_l)` largest live
 # weights: give them the score `inf` before ranking (`magnitude_mask` on the layer, at sparsity
 # `(n_l - protect) / n_l`, finds them, with the same tie rule). If the protected weights make
 # the target impossible (`round(sparsity * N)` is more than the unprotected weights), raise
@@ -428,9 +422,8 @@ print("✓ magnitude_prune: global vs per-layer ranking, the min_keep guard, mon
 # %% [markdown]
 # ### Measured: accuracy vs sparsity without retraining, and layer collapse
 #
-# Prune copies of the trained MLP to increasing sparsity and evaluate them *without any
-# fine-tuning*: this shows how much the small weights really matter. Then look at each layer
-# under the global ranking at 98%, with and without the guard.
+# Prune copies of the trained MLP and evaluate them *without fine-tuning*; then look at each
+# layer under the global ranking at 98%, with and without the guard.
 
 # %%
 def restored(make, state):
@@ -451,11 +444,10 @@ for label, kwargs in (("98% global", {}), ("98% global, min_keep=0.01", {"min_ke
     print(f"{label:<26} accuracy {evaluate(model, test_flat):6.1%}   {parts}")
 
 # %% [markdown]
-# The global ranking takes most of its zeros from the large middle layer (`2.weight`: 32,768
-# weights, initialised with the smallest scale, `1/sqrt(256)`): at 98% overall it keeps under 1%
-# of it, a couple of hundred weights to connect 256 neurons to 128. That is **layer collapse**:
-# pushed further, a layer with no weights left disconnects the network. The guard puts a floor
-# under every layer. Without retraining every variant is ruined at 98%; Section 7 fine-tunes.
+# The global ranking takes most of its zeros from the large middle layer (`2.weight`, the
+# smallest initial scale): at 98% overall it keeps under 1% of it. That is **layer collapse**:
+# pushed further, a layer with no weights disconnects the network; the guard puts a floor under
+# every layer. Without retraining every variant is ruined at 98%; Section 7 fine-tunes.
 
 # %% [markdown]
 # ## 6. Structured pruning: remove whole neurons and channels
@@ -637,17 +629,15 @@ print(f"ResNet-style, half of every group's channels removed: {n_params(resnet):
 # %% [markdown]
 # ## 7. Iterative pruning with fine-tuning
 #
-# Pruning 95% of the weights at once removes many weights the network still relies on, and
-# fine-tuning afterwards has to repair a badly damaged model. **Iterative pruning** removes a
-# little, fine-tunes, and repeats: the surviving weights adapt while the damage is small.
-#
-# How much to prune at each step? Zhu & Gupta (2017, "To prune, or not to prune") use a
-# polynomial schedule from `initial` to `final` sparsity over `n` steps, given here:
+# Pruning 95% at once removes weights the network still relies on, and fine-tuning must repair
+# a badly damaged model. **Iterative pruning** removes a little, fine-tunes, and repeats: the
+# surviving weights adapt while the damage is small. Zhu & Gupta (2017) schedule the sparsity
+# from `initial` to `final` over `n` steps with a polynomial (given):
 #
 # $$s_t = s_f + (s_i - s_f)\left(1 - \frac{t}{n}\right)^{p}, \qquad t = 1, \dots, n$$
 #
-# With `p = 3` it prunes fast while there are many redundant weights and slows down near the
-# end, where every weight counts; `p = 1` is a straight line.
+# With `p = 3` it prunes fast while many weights are redundant and slows down near the end,
+# where every weight counts; `p = 1` is a straight line.
 
 # %%
 #| export
@@ -676,11 +666,11 @@ print("cubic schedule to 95% in 10 steps:", np.round(polynomial_schedule(0.0, 0.
 # For each target `s_t` of `polynomial_schedule(initial_sparsity, final_sparsity, steps, power)`:
 # `magnitude_prune(model, s_t, scope=scope, min_keep=min_keep)`, then, if `epochs_per_step > 0`,
 # fine-tune with `fit(model, train_data, CrossEntropyLoss(), optimizer, epochs=epochs_per_step,
-# progress=False)` (the masks keep pruned weights at zero). The contract the tests check:
+# progress=False)`. The contract the tests check:
 #
 # - **One Adam for the whole run**: create `Adam(model.parameters(), lr=lr)` once, before the
-#   first step, and pass the same optimizer to every `fit`. Its moment estimates carry over from
-#   step to step, as they would in one long training run (the tests count the Adams you create).
+#   first step, and pass it to every `fit`, so its moment estimates carry over as in one long
+#   training run (the tests count the Adams you create).
 # - The result is a dict of four **lists** of equal length `steps + 1`:
 #   `{"step": [0, 1, ..., steps], "target": [...], "sparsity": [...], "accuracy": [...]}`.
 # - **Entry 0 is the model as given**, before any pruning: step `0`, target `initial_sparsity`,
@@ -692,10 +682,8 @@ print("cubic schedule to 95% in 10 steps:", np.round(polynomial_schedule(0.0, 0.
 #   (`None`: a bar only for runs longer than 2 s, `True` always, `False` never).
 #
 # Worked example: `steps=2, initial_sparsity=0.0, final_sparsity=0.8` (power 3) gives targets
-# `[0.7, 0.8]` and `"step": [0, 1, 2]`, `"target": [0.0, 0.7, 0.8]`.
-#
-# With `steps=1`, this is one-shot pruning followed by `epochs_per_step` epochs of
-# fine-tuning: the fair baseline with the same training budget.
+# `[0.7, 0.8]` and `"step": [0, 1, 2]`, `"target": [0.0, 0.7, 0.8]`. With `steps=1` this is
+# one-shot pruning plus fine-tuning: the fair baseline with the same training budget.
 
 # %% nbgrader={"grade": false, "grade_id": "iterative-prune", "locked": false, "solution": true, "schema_version": 3}
 #| export
@@ -756,11 +744,9 @@ print("✓ iterative_prune follows the schedule, fine-tunes and records a monoto
 # %% [markdown]
 # ### Measured: one-shot vs iterative at 90% and 95%
 #
-# Both start from the same trained weights and get the **same fine-tuning budget** (30 epochs):
-# the iterative run spreads them over 10 steps of the schedule, the one-shot run prunes once and
-# fine-tunes for 30 epochs. Same optimizer, learning rate and batch order. One test image is
-# 0.28 points of accuracy, so differences of a point or less are within noise (`tito bench 18`
-# repeats this over five seeds).
+# Same trained weights, the **same fine-tuning budget** (30 epochs: 10 steps x 3, or one prune
+# then 30), optimizer, learning rate and batch order. One test image is 0.28 points, so a point
+# or less is noise (`tito bench 18`, table 2, repeats this over five seeds and on the CNN).
 
 # %%
 STEPS, EPOCHS_PER_STEP = 10, 3
@@ -787,15 +773,13 @@ for target in (0.9, 0.95):
 
 # %% [markdown]
 # Iterative pruning trades pruning steps for recovery time: with too few epochs per step its
-# last steps cannot recover (on the 6,032-weight CNN at 95%, 10 steps x 2 epochs fell *behind*
-# one-shot in our runs; `tito bench 18` measures both models).
+# last steps cannot recover.
 #
 # ### The lottery ticket
 #
-# Frankle & Carbin (2019) found that the sparse network iterative pruning finds can be trained
-# *from its original initialisation*: rewind every surviving weight to its value before
-# training, keep the mask, retrain. A random re-initialisation of the same mask usually does
-# worse. Here is the experiment on the MLP at 90% sparsity (its answer is in Section 11).
+# Frankle & Carbin (2019): the sparse network iterative pruning finds can be trained *from its
+# original initialisation* (rewind the surviving weights, keep the mask, retrain); a random
+# re-initialisation of the same mask usually does worse. The MLP at 90% (answer in Section 11):
 
 # %%
 masks = [w.mask.copy() for _, w in prunable_weights(runs[0.9, "iterative"]["model"])]
@@ -810,10 +794,9 @@ for label, init_seed in (("rewound to the original init", 0), ("random re-init",
 # %% [markdown]
 # ## 8. Storing a sparse model: the index overhead
 #
-# A pruned weight matrix still has its full shape. To save space we store only the surviving
-# values *and where they are*. The "where" is not free, and it decides whether pruning pays off
-# at all. Three classic encodings (the code of this section and the next goes to
-# `tinytorch/compression/encoding.py`):
+# To save space we store only the surviving values *and where they are*. The "where" is not
+# free, and it decides whether pruning pays off at all. Three classic encodings (this section's
+# and the next one's code goes to `tinytorch/compression/encoding.py`):
 #
 # - **CSR** (compressed sparse row, given): for each nonzero its column index (`int32`), plus
 #   one `int32` offset per row (`indptr`): row `r` owns `data[indptr[r]:indptr[r+1]]`. For
@@ -1050,12 +1033,11 @@ print("✓ compress_weight stores packed codes, scales and positions (fillers in
 # %% [markdown]
 # ### A compressed model and its file
 #
-# From here on the lesson measures your functions with given code: `compress(model, sparsity,
-# bits, index, index_bits, bias_bits)` (`pipeline_dev.py`) runs your `compress_weight` on every
-# prunable weight of a copy of the model and stores the biases with `bias_bits`; `save` writes a
-# `.ttcz` file and returns its size; `load_compressed(path)` (`storage_dev.py`) reads it back.
-# Given code imports your functions from the package that `tito export 18` writes, not from this
-# notebook, so the next cell checks that the two agree.
+# From here on given code measures your functions: `compress(model, sparsity, bits, index,
+# index_bits, bias_bits)` (`pipeline_dev.py`) runs your `compress_weight` on every prunable
+# weight of a copy of the model; `.save(path)` writes a `.ttcz` file and returns its size;
+# `load_compressed(path)` (`storage_dev.py`) reads it back. Given code imports your functions
+# from the package `tito export 18` writes, so the next cell checks that it matches this notebook.
 
 # %%
 import importlib
@@ -1107,9 +1089,8 @@ print("✓ decompress_weight (given) inverts compress_weight: FP32 exactly, INT8
 # %% [markdown]
 # ### Measured: what does it take to reach 40x?
 #
-# Every row below is a real file written to disk; the ratio is the dense FP32 file's size
-# divided by its size, and the accuracy is measured on the model loaded back from the file. The
-# pruned models come from iterative pruning with fine-tuning (Section 7's runs).
+# Every row is a real file; the ratio is the dense FP32 file's size over its size, and the
+# accuracy is the loaded file's. The pruned models come from Section 7's iterative runs.
 
 # %%
 prune_and_finetune(0.97, "iterative")   # one more sparsity, Section 7's recipe
@@ -1141,28 +1122,25 @@ best_size, best_ratio, best_acc, best_parts = file_results[best_label]
 print(f"best within 1 point of {mlp_acc:.1%}: {best_label}: {best_ratio:.1f}x smaller, accuracy {best_acc:.1%}")
 
 # %% [markdown]
-# **Quantization alone** is a clean 4x, a little less (FP32 biases, header). **Pruning with CSR**
-# is no better: the `int32` column indices cost four times as much as the INT8 values they
-# locate. A bitmask or 8-bit relative indices fix that, yet "90% x INT8 = 40x" holds only if
-# positions are free. **Past 40x** takes 95% sparsity (iterative pruning keeps the accuracy),
-# 6-bit relative indices, 4-bit values and INT8 biases; then every fixed cost shows in the
-# breakdown. Optional reading for more: `qat_dev.py` (fine-tuning with the quantizer in the
-# loop), `entropy_dev.py` (Huffman coding), `nm_sparsity_dev.py` (2:4 sparsity); `tito bench 18`
-# (table 3b) and `tito compress` measure that recipe past 50x.
+# **Quantization alone** is a little under 4x (FP32 biases, header). **Pruning with CSR** is no
+# better: the `int32` column indices cost four times as much as the INT8 values they locate. A
+# bitmask or 8-bit relative indices fix that, yet "90% x INT8 = 40x" holds only if positions are
+# free. **Past 40x** takes 95% sparsity, 6-bit relative indices, 4-bit values and INT8 biases.
+# Further (optional): `qat_dev.py`, `entropy_dev.py` (Huffman), `nm_sparsity_dev.py` (2:4);
+# `tito bench 18` (table 3b) measures that recipe past 50x.
 
 # %% [markdown]
 # ## 10. Does sparsity make inference faster?
 #
-# Fair timing needs three things: **warm-up** calls (caches, memory allocation, lazy
-# initialisation) that are not measured, **repeats**, and a robust summary: the **median**
-# ignores the occasional run disturbed by another process. Very fast calls are timed in
-# groups of `number` calls so that the clock's resolution does not matter. The code of this
-# section goes to `tinytorch/compression/inference.py`.
+# Fair timing needs untimed **warm-up** calls (caches, allocation), **repeats**, and the
+# **median**, which ignores a run disturbed by another process. Very fast calls are timed in
+# groups of `number` so the clock's resolution does not matter. This section's code goes to
+# `tinytorch/compression/inference.py`.
 #
 # ### Exercise: `benchmark_inference`
 #
 # Time `model(x)` with the clock `timer` (a function returning seconds; the tests pass a fake
-# clock, so read the time only through `timer()`, never `time.perf_counter` directly):
+# clock, so read the time only through `timer()`):
 #
 # 1. call `model(x)` `warmup` times, untimed;
 # 2. if `number` is `None`, choose it: start at 1 and double it while one group of `number`
@@ -1171,11 +1149,10 @@ print(f"best within 1 point of {mlp_acc:.1%}: {best_label}: {best_ratio:.1f}x sm
 # 3. time `repeats` groups of `number` calls each; each group gives `elapsed / number` seconds
 #    per call. Return `times`, a NumPy array of those `repeats` numbers.
 #
-# The given code around your block runs it under `no_grad()` in eval mode (restoring each
-# module's mode afterwards) and turns `times` into the result
-# `{"median", "q1", "q3", "min", "number", "repeats"}`. Worked example: warm-up 2, `number=1`,
-# calls taking `1, 1, 5, 2, 3, 100, 4` seconds: the two warm-up calls are skipped, the five
-# timed ones give the median 4 and the min 2.
+# The given code around your block runs it under `no_grad()` in eval mode and turns `times`
+# into `{"median", "q1", "q3", "min", "number", "repeats"}`. Worked example: warm-up 2,
+# `number=1`, calls taking `1, 1, 5, 2, 3, 100, 4` seconds: the five timed ones give the
+# median 4 and the min 2.
 
 # %%
 #| export compression.inference
@@ -1265,10 +1242,10 @@ print("✓ benchmark_inference warms up, repeats, and reports the median per cal
 # element at `starts[r]` instead of 0, and a start equal to `nnz` is out of range. So reduce
 # only over the non-empty rows and leave the others at zero.
 #
-# The result has shape `(batch, rows)` and dtype `np.result_type(data, x)`. The products array
-# holds `nnz x batch` numbers (537 MB for a half-dense 1024x1024 layer and a batch of 256), so
-# process the samples in chunks of `max(1, max_elements // nnz)`; a loop over chunks is fine.
-# Gathering rows of `x.T` (contiguous memory) is about 2x faster than columns of `x`.
+# The result has shape `(batch, rows)` and dtype `np.result_type(data, x)`. The products
+# (`nnz x batch` numbers: 537 MB for a half-dense 1024x1024 layer at batch 256) are formed for
+# chunks of `max(1, max_elements // nnz)` samples; a loop over chunks is fine. Gathering rows of
+# `x.T` (contiguous memory) is about 2x faster than columns of `x`.
 
 # %% nbgrader={"grade": false, "grade_id": "csr-matmul", "locked": false, "solution": true, "schema_version": 3}
 #| export compression.inference
@@ -1308,28 +1285,23 @@ print("✓ csr_matmul equals the dense product, empty rows included, in one piec
 # %% [markdown]
 # ### Measured: dense vs masked vs structured vs CSR
 #
-# `SparseLinear` (given, `sparse_dev.py`) stores a pruned `Linear` in CSR and runs your
-# `csr_matmul`. One wide layer, `Linear(1024, 1024)` (the digits layers are so small that Python
-# overhead hides everything), at batch 1 (one request at a time, as on a phone) and batch 64
-# (throughput). For each sparsity:
-#
-# **masked** is the dense layer with zeros in it (same shape, same BLAS call); **structured** a
-# dense layer with `(1 - s)` of the output rows (FLOP ratio `1/(1-s)`); **CSR** is `SparseLinear`
-# with the masked layer's zeros.
+# One wide layer, `Linear(1024, 1024)` (the digits layers are so small that Python overhead
+# hides everything), at batch 1 (one request at a time) and 64 (throughput). **masked**: the
+# dense layer with zeros in it; **structured**: a dense layer with `(1 - s)` of the rows (FLOP
+# ratio `1/(1-s)`); **CSR**: `SparseLinear` (given, `sparse_dev.py`), which stores the masked
+# layer in CSR and runs your `csr_matmul`. `tito bench 18` (table 4) adds whole models.
 
 # %%
 check_export()
 from tinytorch.compression.sparse import SparseLinear   # given code
 
-
-SPEED_SPARSITIES = [0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998]
+SPEED_SPARSITIES = [0.5, 0.9, 0.99]
 bench_kw = dict(warmup=1, repeats=5)
 wide = Linear(1024, 1024, rng=0)
-speed, crossovers = {}, {}
+speed = {}
+print(f"speedup over the dense layer {'masked':>9} {'structured':>11} {'(FLOP ratio)':>13} {'CSR':>7}")
 for batch in (1, 64):
     xw = Tensor(np.random.default_rng(0).random((batch, 1024)).astype(np.float32))
-    print(f"\nbatch {batch}: speedup over the dense Linear(1024, 1024)")
-    print(f"{'sparsity':>8} {'masked':>8} {'structured':>11} {'(FLOP ratio)':>13} {'CSR':>7}")
     for s in SPEED_SPARSITIES:
         # The dense time is measured again next to every row: clock speed and cache state drift.
         dense_time = benchmark_inference(wide, xw, **bench_kw)["median"]
@@ -1341,19 +1313,16 @@ for batch in (1, 64):
             "structured": dense_time / benchmark_inference(Linear(1024, rows_kept, rng=0), xw, **bench_kw)["median"],
             "csr": dense_time / benchmark_inference(SparseLinear.from_linear(masked), xw, **bench_kw)["median"],
         }
-        print(f"{s:>8.1%} {r['masked']:>7.2f}x {r['structured']:>10.2f}x {1024 / rows_kept:>12.1f}x {r['csr']:>6.2f}x")
-    beats = [speed[batch, s]["csr"] >= 1.0 for s in SPEED_SPARSITIES]   # from which sparsity on does CSR stay ahead?
-    crossovers[batch] = next((s for i, s in enumerate(SPEED_SPARSITIES) if all(beats[i:])), None)
-    print(f"CSR beats dense from {'none of these sparsities' if crossovers[batch] is None else f'{crossovers[batch]:.1%}'} on")
+        print(f"batch {batch:>2}, sparsity {s:>4.0%}: {r['masked']:>10.2f}x {r['structured']:>10.2f}x "
+              f"{1024 / rows_kept:>12.1f}x {r['csr']:>6.2f}x")
 
 # %% [markdown]
-# **Why.** A dense matmul streams contiguous memory through a tuned BLAS kernel and reuses every
-# loaded weight for the whole batch; the masked layer is exactly that, zeros included. CSR does an
-# indirect load (`x[indices]`) per stored weight and reuses nothing across the batch, so per
-# nonzero it costs many dense multiply-adds: it wins only at very high sparsity, and later at
-# batch 64 than at batch 1. Structured pruning leaves a smaller *dense* layer that runs at BLAS
-# speed: at batch 64 it follows the FLOP ratio until fixed per-call costs dominate; at batch 1
-# memory traffic and overhead cap it well below the FLOP ratio.
+# **Why.** A dense matmul streams contiguous memory through a tuned BLAS kernel and reuses each
+# loaded weight for the whole batch; the masked layer is exactly that, zeros included. CSR does
+# an indirect load (`x[indices]`) per stored weight and reuses nothing across the batch, so it
+# wins only at very high sparsity, and later at batch 64 than at batch 1. Structured pruning
+# leaves a smaller *dense* layer at BLAS speed: at batch 64 it follows the FLOP ratio until
+# fixed per-call costs dominate; at batch 1 memory traffic and overhead cap it.
 
 # %% [markdown]
 # ## 11. The three systems questions, answered with our numbers
@@ -1379,7 +1348,6 @@ for label, model in (("dense MLP", mlp), ("MLP pruned 95%, INT8", pruned[0.95]),
     print(f"{label:<22} {size:>8,} bytes {q3[label][1]:>7.1%} {q3[label][2]:>7.0f} us for 360 digits")
 (dense_b, dense_a, dense_us), (pruned_b, pruned_a, pruned_us), (small_b, small_a, small_us) = q3.values()
 ticket, reinit = tickets["rewound to the original init"], tickets["random re-init"]
-csr_from = {batch: "nowhere tested" if found is None else f"from {found:.1%}" for batch, found in crossovers.items()}
 answers = {
     "1. Lottery tickets: why can pruned networks retrain to full accuracy?": (
         f"Dense: {mlp_acc:.1%}. Iteratively pruned to 90% and 95%: {runs[0.9, 'iterative']['accuracy']:.1%} "
@@ -1389,8 +1357,8 @@ answers = {
     "2. Structured vs unstructured: why no speedup, and when is sparse computation faster?": (
         f"At 90% sparsity the masked layer runs at {speed[1, 0.9]['masked']:.2f}x dense (its zeros are multiplied), "
         f"CSR at {speed[1, 0.9]['csr']:.2f}x (batch 1) and {speed[64, 0.9]['csr']:.2f}x (batch 64), the structured "
-        f"layer at {speed[1, 0.9]['structured']:.1f}x and {speed[64, 0.9]['structured']:.1f}x. CSR beats dense "
-        f"{csr_from[1]} (batch 1) and {csr_from[64]} (batch 64): indirect loads cost more than the skipped work, "
+        f"layer at {speed[1, 0.9]['structured']:.1f}x and {speed[64, 0.9]['structured']:.1f}x. At 99% CSR runs at "
+        f"{speed[1, 0.99]['csr']:.2f}x (batch 1) and {speed[64, 0.99]['csr']:.2f}x (batch 64): indirect loads cost more than the skipped work, "
         f"so unstructured sparsity pays on disk ({best_ratio:.0f}x smaller file) and, in time, only at extreme "
         "sparsity, small batches or on sparse hardware. Structured pruning leaves a smaller dense layer."),
     "3. Distillation vs pruning: when to use which, and can they be combined?": (
