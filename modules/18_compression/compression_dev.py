@@ -80,7 +80,6 @@ WORKDIR = Path(_workdir.name)  # files we write and measure
 start = time.perf_counter()
 mlp = digits_mlp(seed=0)
 mlp_acc = train_digits_model(mlp, seed=0)["val_acc"][-1]
-mlp_state = mlp.state_dict()   # every experiment restarts from these weights
 print(f"trained in {time.perf_counter() - start:.1f}s: MLP test accuracy {mlp_acc:.2%}")
 cnn = digits_cnn(seed=0)       # untrained: Section 6 prunes its channels (`tito bench 18` trains it)
 train_flat, test_flat = digits_loaders(batch_size=64, seed=0)
@@ -164,15 +163,11 @@ print("✓ measure_sparsity counts 5 zeros among 18 weights and ignores biases")
 # equal magnitudes, **the weight with the lower flat (row-major) index is pruned first**, so
 # the tied weights with the *higher* indices are the ones kept. Here: `[False, False, True, True]`.
 #
-# **The threshold in O(n).** Sorting costs O(n log n), and `np.percentile` interpolates, so its
-# cut is not an exact count. `np.partition(scores, k - 1)[k - 1]` finds the `k`-th smallest value
-# `t` in linear time (the tests forbid `np.sort`, `argsort`, `lexsort`, `percentile`, `quantile`
-# and `median`). Then:
-#
-# 1. prune every entry with `|w| < t` (there are fewer than `k` of them);
-# 2. prune the first entries with `|w| == t`, in index order, until `k` are pruned.
-#
-# (`keep = scores > t` prunes *every* tie: with real weights that is almost always exactly `k`;
+# **The threshold in O(n).** `np.partition(scores, k - 1)[k - 1]` finds the `k`-th smallest
+# value `t` in linear time (the tests forbid `np.sort`, `argsort`, `lexsort`, `percentile`,
+# `quantile` and `median`: sorting is O(n log n), percentiles interpolate). Then prune every
+# entry with `|w| < t`, and the first entries with `|w| == t`, in index order, until `k` are
+# pruned. (`keep = scores > t` prunes *every* tie: almost always exactly `k` with real weights;
 # when it is more, give back the last tied entries.)
 #
 # **Already pruned stays pruned.** An optional `mask` says which entries are still alive.
@@ -325,21 +320,20 @@ print("✓ apply_mask zeroes and stacks masks; SGD with momentum keeps pruned we
 #
 # `magnitude_prune(model, sparsity, scope)` prunes a model in place, with `apply_mask`:
 #
-# - `scope="layer"`: every layer is pruned to `sparsity` on its own (`round(sparsity * n_l)` per
-#   layer);
-# - `scope="global"`: all prunable weights compete in one ranking: exactly
-#   `round(sparsity * N)` are pruned overall (ties: lower index in the concatenation of the
-#   flattened weights in `prunable_weights` order). Layers whose weights are small lose more.
+# - `scope="layer"`: each layer loses `round(sparsity * n_l)` of its own weights;
+# - `scope="global"`: all prunable weights compete in one ranking, `round(sparsity * N)` pruned
+#   overall (ties: lower index in the concatenation of the flattened weights in
+#   `prunable_weights` order).
 #
 # Weights already pruned (`w.mask` False) stay pruned and count towards the target (pass the
 # masks to `magnitude_mask`): a lower target than the current sparsity changes nothing.
 #
 # Global ranking is usually more accurate, but a layer with a small initialisation scale (a wide
-# one: `1/sqrt(fan_in)`) can lose almost everything. The **guard** `min_keep` protects, in every layer, the `ceil(min_keep * n_l)` largest live
-# weights: give them the score `inf` before ranking (`magnitude_mask` on the layer, at sparsity
-# `(n_l - protect) / n_l`, finds them, with the same tie rule). If the protected weights make
-# the target impossible (`round(sparsity * N)` is more than the unprotected weights), raise
-# `ValueError` with a message that names `min_keep`, e.g.
+# one: `1/sqrt(fan_in)`) can lose almost everything. The **guard** `min_keep` protects, in every
+# layer, the `ceil(min_keep * n_l)` largest live weights: give them the score `inf` before
+# ranking (`magnitude_mask` on the layer, at sparsity `(n_l - protect) / n_l`, finds them, with
+# the same tie rule). If the target is impossible (`round(sparsity * N)` is more than the
+# unprotected weights), raise `ValueError` with a message that names `min_keep`, e.g.
 # `"cannot prune 6 weights of ['0.weight', '2.weight'] at sparsity 0.75: min_keep=0.5 protects too many"`.
 #
 # Worked example: layer 0 holds `[[0.1, 0.2], [0.3, 0.4]]`, layer 2 holds
@@ -422,24 +416,18 @@ print("✓ magnitude_prune: global vs per-layer ranking, the min_keep guard, mon
 # %% [markdown]
 # ### Measured: accuracy vs sparsity without retraining, and layer collapse
 #
-# Prune copies of the trained MLP and evaluate them *without fine-tuning*; then look at each
-# layer under the global ranking at 98%, with and without the guard.
+# Prune copies of the trained MLP (every experiment starts from a copy of `mlp`) and evaluate
+# them *without fine-tuning*; then each layer under the global ranking at 98%, with and without
+# the guard.
 
 # %%
-def restored(make, state):
-    "A fresh model with the trained weights (no masks)."
-    model = make(seed=0)
-    model.load_state_dict(state)
-    return model
-
-
 sparsities = [0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98]
 print("sparsity   " + "  ".join(f"{s:>6.0%}" for s in sparsities))
 for scope in ("global", "layer"):
-    accs = [evaluate(magnitude_prune(restored(digits_mlp, mlp_state), s, scope=scope), test_flat) for s in sparsities]
+    accs = [evaluate(magnitude_prune(copy.deepcopy(mlp), s, scope=scope), test_flat) for s in sparsities]
     print(f"{scope:<10} " + "  ".join(f"{a:>6.1%}" for a in accs))
 for label, kwargs in (("98% global", {}), ("98% global, min_keep=0.01", {"min_keep": 0.01})):
-    model = magnitude_prune(restored(digits_mlp, mlp_state), 0.98, **kwargs)
+    model = magnitude_prune(copy.deepcopy(mlp), 0.98, **kwargs)
     parts = ", ".join(f"{name} {s:6.2%}" for name, s in layer_sparsity(model).items())
     print(f"{label:<26} accuracy {evaluate(model, test_flat):6.1%}   {parts}")
 
@@ -452,21 +440,19 @@ for label, kwargs in (("98% global", {}), ("98% global, min_keep=0.01", {"min_ke
 # %% [markdown]
 # ## 6. Structured pruning: remove whole neurons and channels
 #
-# Unstructured pruning leaves a weight matrix of the same shape, full of zeros: a dense matmul
-# still multiplies every one of them. **Structured pruning** removes entire output neurons of
-# a `Linear` layer (rows of its weight) or entire output channels of a `Conv2d` (filters). The
-# result is a *physically smaller dense model*, which any library runs faster.
+# Unstructured pruning leaves a weight matrix of the same shape, full of zeros that a dense
+# matmul still multiplies. **Structured pruning** removes whole output neurons of a `Linear`
+# (rows of its weight) or output channels of a `Conv2d` (filters): a *smaller dense model*.
 #
-# A channel never goes alone. Removing output `j` of a layer also removes input `j` of the next
-# one (after a `Flatten`, the `H*W` inputs that channel became), its entry in a `BatchNorm`, its
-# filter in a depthwise convolution, and, across a residual addition `body(x) + x`, channel `j`
-# of the layer that produced `x` too. This bookkeeping is given: `channel_groups(model)`
-# (module 09, `channels_dev.py`) returns the **groups** of channels that go together, and
-# `remove_channels(model, {group name: kept indices})` builds the smaller model. Each group has a
-# `.name` (its first layer's, e.g. `"0"`), a `.size`, `.prunable` (False for the classifier, whose
-# outputs are the classes) and `.weights()`: one `(size, -1)` array per layer that makes the
-# channels (a `BatchNorm` gives its scale), row `i` making channel `i`. For the digits MLP the
-# groups are `"0"` (256), `"2"` (128) and `"4"` (10, the classifier).
+# A channel never goes alone: removing output `j` of a layer also removes input `j` of the next
+# (after a `Flatten`, the `H*W` inputs it became), its `BatchNorm` entry, its depthwise filter,
+# and, across a residual `body(x) + x`, channel `j` of the layer that produced `x`. This
+# bookkeeping is given: `channel_groups(model)` (module 09) returns the **groups** that go
+# together, and `remove_channels(model, {group name: kept indices})` builds the smaller model.
+# A group has a `.name` (its first layer's, e.g. `"0"`), a `.size`, `.prunable` (False for the
+# classifier, whose outputs are the classes) and `.weights()`: one `(size, -1)` array per layer
+# that makes the channels (a `BatchNorm` gives its scale), row `i` making channel `i`. The digits
+# MLP's groups: `"0"` (256), `"2"` (128) and `"4"` (10, the classifier).
 #
 # **Which channels?** Score channel `i` of a group by the L1 (or L2) norm of row `i` of each
 # array of `.weights()`, **summed over the arrays**; remove `round(ratio * size)` with the smallest
@@ -593,7 +579,7 @@ for name, accs in sens["accuracy"].items():
     print(f"{name:<6}" + "".join(f"{100 * (a - sens['baseline']):>+7.1f}" for a in accs))
     chosen[name] = max([r for r, a in zip(sens["ratios"], accs) if sens["baseline"] - a <= 0.01], default=0.0)
 for label, ratio in (("50% of every group", 0.5), (f"layer-wise {chosen}", chosen)):
-    model = structured_prune(restored(digits_mlp, mlp_state), ratio)
+    model = structured_prune(copy.deepcopy(mlp), ratio)
     before = evaluate(model, test_flat)
     after = finetune(model, *digits_loaders(batch_size=64, seed=1))
     print(f"{label}: {n_params(mlp) / n_params(model):.1f}x fewer parameters, accuracy {before:.1%} before and "
@@ -713,18 +699,15 @@ def iterative_prune(model, train_data, final_sparsity: float, steps: int, epochs
     loss_fn = CrossEntropyLoss()
     bar = tqdm(targets, disable=progress is False, delay=0 if progress else 2,
                desc="iterative pruning", unit="step", leave=False)
-    try:
-        for step, target in enumerate(bar, start=1):
-            magnitude_prune(model, float(target), scope=scope, min_keep=min_keep)
-            if epochs_per_step:
-                fit(model, train_data, loss_fn, optimizer, epochs=int(epochs_per_step), progress=False)
-            history["step"].append(step)
-            history["target"].append(float(target))
-            history["sparsity"].append(measure_sparsity(model))
-            history["accuracy"].append(accuracy())
-            bar.set_postfix(sparsity=f"{history['sparsity'][-1]:.3f}", refresh=False)
-    finally:
-        bar.close()
+    for step, target in enumerate(bar, start=1):
+        magnitude_prune(model, float(target), scope=scope, min_keep=min_keep)
+        if epochs_per_step:
+            fit(model, train_data, loss_fn, optimizer, epochs=int(epochs_per_step), progress=False)
+        history["step"].append(step)
+        history["target"].append(float(target))
+        history["sparsity"].append(measure_sparsity(model))
+        history["accuracy"].append(accuracy())
+        bar.set_postfix(sparsity=f"{history['sparsity'][-1]:.3f}", refresh=False)
     return history
     ### END SOLUTION
 
@@ -757,7 +740,7 @@ runs = {}
 def prune_and_finetune(target: float, method: str) -> None:
     "Prune the trained MLP to `target` with `method` and fine-tune; the result goes into `runs`."
     steps, epochs = METHODS[method]
-    model = restored(digits_mlp, mlp_state)
+    model = copy.deepcopy(mlp)
     train, test = digits_loaders(batch_size=64, seed=1)
     hist = iterative_prune(model, train, target, steps=steps, epochs_per_step=epochs, test_data=test,
                            lr=FINETUNE_LR, progress=False)
@@ -1046,13 +1029,11 @@ import inspect
 LESSON_FILES = ("tinytorch.compression.prune", "tinytorch.compression.encoding", "tinytorch.compression.inference")
 
 
-def _code_lines(function) -> list:
-    "A function's source lines, without the solution markers (the export drops them)."
-    return [line for line in inspect.getsource(function).splitlines() if "### " not in line.strip()[:4]]
-
-
 def check_export() -> bool:
     "Print whether the exported package holds this notebook's functions (so given code runs yours)."
+    def code(function):   # its source lines without the solution markers, which the export drops
+        return [line for line in inspect.getsource(function).splitlines() if "### " not in line.strip()[:4]]
+
     stale = []
     for file in LESSON_FILES:
         try:
@@ -1062,7 +1043,7 @@ def check_export() -> bool:
             continue
         for name in package.__all__:
             mine = globals().get(name)
-            if inspect.isfunction(mine) and _code_lines(mine) != _code_lines(getattr(package, name)):
+            if inspect.isfunction(mine) and code(mine) != code(getattr(package, name)):
                 stale.append(name)
     if stale:
         print(f"⚠ The exported package is older than this notebook ({', '.join(stale)}): the given code below "
@@ -1102,7 +1083,6 @@ rows = [("dense FP32 (the baseline)", None, dict(bits=32, index="dense")),
         ("90%, bitmask, INT8", 0.9, dict(bits=8, index="bitmask")),
         ("90%, delta 8-bit, INT8", 0.9, dict(bits=8, index="delta", index_bits=8)),
         ("95%, delta 6-bit, INT8", 0.95, dict(bits=8, index="delta", index_bits=6)),
-        ("95%, delta 6-bit, 4-bit values", 0.95, dict(bits=4, index="delta", index_bits=6)),
         ("95%, delta 6-bit, 4-bit, INT8 biases", 0.95, dict(bits=4, index="delta", index_bits=6, bias_bits=8)),
         ("97%, delta 6-bit, 4-bit, INT8 biases", 0.97, dict(bits=4, index="delta", index_bits=6, bias_bits=8))]
 file_results = {}
@@ -1334,19 +1314,14 @@ for batch in (1, 64):
 # %%
 import textwrap
 
-X_test = Tensor(np.concatenate([X.data for X, _ in test_flat]))
 small = Sequential(Linear(64, 32, rng=0), ReLU(), Linear(32, 10, rng=0))
 train_digits_model(small, seed=0)
-q3 = {}
-for label, model in (("dense MLP", mlp), ("MLP pruned 95%, INT8", pruned[0.95]), ("small MLP 64-32-10", small)):
-    path = WORKDIR / "q3.ttcz"
-    if model is pruned[0.95]:
-        size = compress(model, sparsity=None, bits=8, index="delta", index_bits=8, bias_bits=32).save(path)
-    else:
-        size = save_dense(model, path)
-    q3[label] = (size, evaluate(load_compressed(path), test_flat), benchmark_inference(model, X_test, **bench_kw)["median"] * 1e6)
-    print(f"{label:<22} {size:>8,} bytes {q3[label][1]:>7.1%} {q3[label][2]:>7.0f} us for 360 digits")
-(dense_b, dense_a, dense_us), (pruned_b, pruned_a, pruned_us), (small_b, small_a, small_us) = q3.values()
+small_b = save_dense(small, WORKDIR / "small.ttcz")
+small_a = evaluate(load_compressed(WORKDIR / "small.ttcz"), test_flat)
+pruned_b, _, pruned_a, _ = file_results["95%, delta 6-bit, INT8"]
+X_test = Tensor(np.concatenate([X.data for X, _ in test_flat]))   # all 360 test digits in one batch
+dense_us, pruned_us, small_us = (benchmark_inference(model, X_test, **bench_kw)["median"] * 1e6
+                                 for model in (mlp, pruned[0.95], small))
 ticket, reinit = tickets["rewound to the original init"], tickets["random re-init"]
 answers = {
     "1. Lottery tickets: why can pruned networks retrain to full accuracy?": (
@@ -1357,13 +1332,14 @@ answers = {
     "2. Structured vs unstructured: why no speedup, and when is sparse computation faster?": (
         f"At 90% sparsity the masked layer runs at {speed[1, 0.9]['masked']:.2f}x dense (its zeros are multiplied), "
         f"CSR at {speed[1, 0.9]['csr']:.2f}x (batch 1) and {speed[64, 0.9]['csr']:.2f}x (batch 64), the structured "
-        f"layer at {speed[1, 0.9]['structured']:.1f}x and {speed[64, 0.9]['structured']:.1f}x. At 99% CSR runs at "
-        f"{speed[1, 0.99]['csr']:.2f}x (batch 1) and {speed[64, 0.99]['csr']:.2f}x (batch 64): indirect loads cost more than the skipped work, "
+        f"layer at {speed[1, 0.9]['structured']:.1f}x and {speed[64, 0.9]['structured']:.1f}x. At 99% CSR runs "
+        f"at {speed[1, 0.99]['csr']:.2f}x and {speed[64, 0.99]['csr']:.2f}x: indirect loads cost more than the skipped work, "
         f"so unstructured sparsity pays on disk ({best_ratio:.0f}x smaller file) and, in time, only at extreme "
         "sparsity, small batches or on sparse hardware. Structured pruning leaves a smaller dense layer."),
     "3. Distillation vs pruning: when to use which, and can they be combined?": (
-        f"95% pruned + INT8: {pruned_b:,} bytes, {pruned_a:.1%}, {pruned_us:.0f} us (dense: {dense_b:,} bytes, "
-        f"{dense_us:.0f} us). A small dense model: {small_b:,} bytes, {small_a:.1%}, {small_us:.0f} us. Prune when the "
+        f"95% pruned + INT8: {pruned_b:,} bytes, {pruned_a:.1%}, {pruned_us:.0f} us for 360 digits (dense: "
+        f"{dense_bytes:,} bytes, {dense_us:.0f} us). A small dense model 64-32-10: {small_b:,} bytes, {small_a:.1%}, "
+        f"{small_us:.0f} us. Prune when the "
         "architecture is fixed or the budget is bytes on disk; train (distil) a small model when FLOPs or latency "
         "matter and there is data. They combine: a small model can be pruned and quantized too."),
 }

@@ -263,7 +263,7 @@ def polynomial_schedule(initial: float, final: float, steps: int, power: float =
     targets[-1] = final  # exact, whatever the rounding
     return targets
 
-# %% ../../modules/18_compression/compression_dev.py #59ca68c0
+# %% ../../modules/18_compression/compression_dev.py #a983df41
 def iterative_prune(model, train_data, final_sparsity: float, steps: int, epochs_per_step: int = 1,
                     test_data=None, initial_sparsity: float = 0.0, power: float = 3,
                     scope: str = "global", min_keep: float = 0.0, lr: float = 1e-3, progress=None) -> dict:
@@ -289,17 +289,14 @@ def iterative_prune(model, train_data, final_sparsity: float, steps: int, epochs
     loss_fn = CrossEntropyLoss()
     bar = tqdm(targets, disable=progress is False, delay=0 if progress else 2,
                desc="iterative pruning", unit="step", leave=False)
-    try:
-        for step, target in enumerate(bar, start=1):
-            magnitude_prune(model, float(target), scope=scope, min_keep=min_keep)
-            if epochs_per_step:
-                fit(model, train_data, loss_fn, optimizer, epochs=int(epochs_per_step), progress=False)
-            history["step"].append(step)
-            history["target"].append(float(target))
-            history["sparsity"].append(measure_sparsity(model))
-            history["accuracy"].append(accuracy())
-            bar.set_postfix(sparsity=f"{history['sparsity'][-1]:.3f}", refresh=False)
-    finally:
-        bar.close()
+    for step, target in enumerate(bar, start=1):
+        magnitude_prune(model, float(target), scope=scope, min_keep=min_keep)
+        if epochs_per_step:
+            fit(model, train_data, loss_fn, optimizer, epochs=int(epochs_per_step), progress=False)
+        history["step"].append(step)
+        history["target"].append(float(target))
+        history["sparsity"].append(measure_sparsity(model))
+        history["accuracy"].append(accuracy())
+        bar.set_postfix(sparsity=f"{history['sparsity'][-1]:.3f}", refresh=False)
     return history
 
