@@ -42,20 +42,20 @@ for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
 
 # %%
 #| export
-import copy
 import math
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from tinytorch.core.tensor import Tensor
-from tinytorch.core.layers import Flatten, Linear, Module, Sequential
+from tinytorch.core.layers import Linear, Module
 from tinytorch.core.losses import CrossEntropyLoss
 from tinytorch.core.optimizers import Adam
 from tinytorch.core.spatial import Conv2d
 from tinytorch.core.training import evaluate, fit
 
 # %%
+import copy
 import tempfile
 import time
 from pathlib import Path
@@ -63,6 +63,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 from tinytorch.core.activations import ReLU
+from tinytorch.core.layers import Sequential
 from tinytorch.core.models import digits_cnn, digits_mlp, train_digits_model
 from tinytorch.data.loader import digits_loaders
 
@@ -82,7 +83,7 @@ mlp = digits_mlp(seed=0)
 mlp_acc = train_digits_model(mlp, seed=0)["val_acc"][-1]
 print(f"trained in {time.perf_counter() - start:.1f}s: MLP test accuracy {mlp_acc:.2%}")
 cnn = digits_cnn(seed=0)       # untrained: Section 6 prunes its channels (`tito bench 18` trains it)
-train_flat, test_flat = digits_loaders(batch_size=64, seed=0)
+_, test_flat = digits_loaders(batch_size=64, seed=0)
 
 # %%
 weights = [(name, p.data.ravel()) for name, p in mlp.named_parameters() if name.endswith("weight")]
@@ -102,14 +103,12 @@ for name, w in weights:
 # %% [markdown]
 # ## 2. Sparsity: what we prune and how we count it (given)
 #
-# We prune the **weights of `Linear` and `Conv2d` layers**. Biases are not pruned: there is one
-# per output neuron (394 of the MLP's 50,826 parameters), so they save nothing, and a neuron's
-# bias often carries real signal.
-#
-# The **sparsity** of a model is the fraction of those weights that are exactly zero, every
-# layer counted with its size. `prunable_layers` returns `(name, layer)` pairs named as in
-# `named_modules()` (`"0"`, `"2"`, ...), `prunable_weights` returns `(name, weight Tensor)`
-# pairs named as in `named_parameters()` (`"0.weight"`).
+# We prune the **weights of `Linear` and `Conv2d` layers**, not the biases: there is one per
+# output neuron (394 of the MLP's 50,826 parameters), so they save nothing, and a bias often
+# carries real signal. The **sparsity** of a model is the fraction of those weights that are
+# exactly zero, every layer counted with its size. `prunable_layers` returns `(name, layer)`
+# pairs named as in `named_modules()` (`"0"`, `"2"`, ...), `prunable_weights` returns
+# `(name, weight Tensor)` pairs named as in `named_parameters()` (`"0.weight"`).
 
 # %%
 #| export
@@ -265,9 +264,9 @@ print("✓ magnitude_mask prunes exact counts with the lower-index tie rule and 
 # (Module 06) zero the masked gradients before the update and the masked weights and buffers
 # after it, for any `Tensor` whose `.mask` is set.
 #
-# `apply_mask(param, keep)` combines `keep` with the mask the parameter already has (pruned
-# stays pruned), writes the zeros, and stores the mask on the tensor. `remove_pruning` makes
-# pruning permanent: it drops the masks and keeps the zeros (PyTorch's `prune.remove`).
+# `apply_mask(param, keep)` combines `keep` with the parameter's mask (pruned stays pruned),
+# writes the zeros and stores the mask on the tensor. `remove_pruning` makes pruning permanent:
+# it drops the masks and keeps the zeros (PyTorch's `prune.remove`).
 
 # %%
 #| export
@@ -611,7 +610,6 @@ out = half_resnet(Tensor(np.zeros((2, 1, 8, 8), dtype=np.float32)))
 print(f"ResNet-style, half of every group's channels removed: {n_params(resnet):,} -> "
       f"{n_params(half_resnet):,} parameters, output {out.shape}")
 
-
 # %% [markdown]
 # ## 7. Iterative pruning with fine-tuning
 #
@@ -874,11 +872,10 @@ print("✓ encode_csr, decode_csr, pack_bits and unpack_bits on hand cases")
 #
 # Input: sorted flat positions of the nonzeros. Output: one entry per nonzero plus the fillers,
 # as a NumPy array of dtype `uint8` (`bits <= 8`) or `uint16` (`bits` 9..16). Each entry is the
-# number of positions skipped since the previous entry (the first entry counts from position 0,
-# so a first nonzero at position 0 gives 0). In general a gap of `g` skipped positions
-# becomes `g // 2**b` fillers of value `2**b - 1`, then the entry `g % 2**b`. An empty input
-# gives an empty array. (`bits` outside 1..16 and positions that are not distinct, increasing
-# and non-negative are rejected by the given checks.)
+# number of positions skipped since the previous entry (the first counts from position 0, so a
+# nonzero at position 0 gives 0). A gap of `g` skipped positions becomes `g // 2**b` fillers of
+# value `2**b - 1`, then the entry `g % 2**b`. An empty input gives an empty array. (The given
+# checks reject `bits` outside 1..16 and positions not distinct, increasing and non-negative.)
 #
 # Worked example, `b = 2` (gaps 0..3), nonzeros at flat positions `[1, 2, 9]`: the gaps are
 # `1, 0, 6`. Gap 6 does not fit: one filler with gap 3 lands on position 6 (3 positions skipped
@@ -1275,24 +1272,22 @@ print("✓ csr_matmul equals the dense product, empty rows included, in one piec
 check_export()
 from tinytorch.compression.sparse import SparseLinear   # given code
 
-SPEED_SPARSITIES = [0.5, 0.9, 0.99]
 bench_kw = dict(warmup=1, repeats=5)
 wide = Linear(1024, 1024, rng=0)
 speed = {}
 print(f"speedup over the dense layer {'masked':>9} {'structured':>11} {'(FLOP ratio)':>13} {'CSR':>7}")
 for batch in (1, 64):
     xw = Tensor(np.random.default_rng(0).random((batch, 1024)).astype(np.float32))
-    for s in SPEED_SPARSITIES:
-        # The dense time is measured again next to every row: clock speed and cache state drift.
-        dense_time = benchmark_inference(wide, xw, **bench_kw)["median"]
+    for s in (0.5, 0.9, 0.99):
         masked = copy.deepcopy(wide)
         apply_mask(masked.weight, magnitude_mask(masked.weight.data, s))
         rows_kept = 1024 - round(s * 1024)
-        r = speed[batch, s] = {
-            "masked": dense_time / benchmark_inference(masked, xw, **bench_kw)["median"],
-            "structured": dense_time / benchmark_inference(Linear(1024, rows_kept, rng=0), xw, **bench_kw)["median"],
-            "csr": dense_time / benchmark_inference(SparseLinear.from_linear(masked), xw, **bench_kw)["median"],
-        }
+        variants = {"masked": masked, "structured": Linear(1024, rows_kept, rng=0),
+                    "csr": SparseLinear.from_linear(masked)}
+        # The dense time is measured again next to every row: clock speed and cache state drift.
+        dense_time = benchmark_inference(wide, xw, **bench_kw)["median"]
+        r = speed[batch, s] = {name: dense_time / benchmark_inference(layer, xw, **bench_kw)["median"]
+                               for name, layer in variants.items()}
         print(f"batch {batch:>2}, sparsity {s:>4.0%}: {r['masked']:>10.2f}x {r['structured']:>10.2f}x "
               f"{1024 / rows_kept:>12.1f}x {r['csr']:>6.2f}x")
 

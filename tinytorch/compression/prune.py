@@ -7,15 +7,14 @@ __all__ = ['PRUNABLE', 'prunable_layers', 'prunable_weights', 'measure_sparsity'
            'apply_mask', 'remove_pruning', 'magnitude_prune', 'unit_norms', 'structured_prune', 'sensitivity_analysis',
            'polynomial_schedule', 'iterative_prune']
 
-# %% ../../modules/18_compression/compression_dev.py #037b90e7
-import copy
+# %% ../../modules/18_compression/compression_dev.py #bd3b6157
 import math
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from ..core.tensor import Tensor
-from ..core.layers import Flatten, Linear, Module, Sequential
+from ..core.layers import Linear, Module
 from ..core.losses import CrossEntropyLoss
 from ..core.optimizers import Adam
 from ..core.spatial import Conv2d
