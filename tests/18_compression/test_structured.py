@@ -1,4 +1,4 @@
-"""Structured pruning and sensitivity analysis (tasks structured-prune, sensitivity-analysis)."""
+"""Structured pruning (task structured-prune) and the given sensitivity analysis built on it."""
 import copy
 
 import numpy as np
@@ -13,15 +13,7 @@ from tinytorch.core.layers import Dropout, Flatten, Linear, Sequential
 from tinytorch.core.spatial import Conv2d, MaxPool2d
 from tinytorch.core.tensor import Tensor
 from tinytorch.core.training import evaluate
-from compression_oracles import oracle_prune, zero_fraction
-
-
-def oracle_keep(w, sparsity: float):
-    "Keep-mask pruning round(sparsity * n) smallest |w| entries, ties by lower flat index (full sort)."
-    scores = np.abs(np.asarray(w, dtype=np.float64)).ravel()
-    keep = np.ones(scores.size, bool)
-    keep[np.lexsort((np.arange(scores.size), scores))[:round(sparsity * scores.size)]] = False
-    return keep.reshape(np.shape(w))
+from compression_oracles import oracle_prune
 
 
 def oracle_kept(arrays, ratio, norm):
@@ -183,12 +175,11 @@ def test_structured_prune_bad_input(mlp):
     assert np.array_equal(pruned.kept_units["2"], np.arange(128))
 
 
-@pytest.mark.task("sensitivity-analysis")
 def test_structured_sensitivity_matches_independent_evaluation(mlp, flat_loaders):
     _, test = flat_loaders
     state = mlp.state_dict()
     result = sensitivity_analysis(mlp, test, ratios=(0.0, 0.5, 0.9))
-    assert result["kind"] == "structured" and result["ratios"] == [0.0, 0.5, 0.9]
+    assert result["ratios"] == [0.0, 0.5, 0.9]
     assert list(result["accuracy"]) == ["0", "2"]                # the classifier keeps its outputs
     assert result["baseline"] == evaluate(mlp, test)
     for name in ("0", "2"):
@@ -199,27 +190,9 @@ def test_structured_sensitivity_matches_independent_evaluation(mlp, flat_loaders
     assert mlp[0].weight.mask is None
 
 
-@pytest.mark.task("sensitivity-analysis")
 def test_structured_sensitivity_prunes_one_channel_group_at_a_time(small_batches):
     model = residual_mlp()                       # prunable group '0' spans layers '0' and '2.body.0'
     data = [(x[:, :3], y) for x, y in small_batches(n=64, features=3)]
     result = sensitivity_analysis(model, data, ratios=(0.34,))
     assert list(result["accuracy"]) == ["0"]
     assert result["accuracy"]["0"] == [evaluate(structured_prune(model, {"0": 0.34}), data)]
-
-
-@pytest.mark.task("sensitivity-analysis")
-def test_magnitude_sensitivity_prunes_one_layer_at_a_time(cnn, image_loaders):
-    _, test = image_loaders
-    result = sensitivity_analysis(cnn, test, ratios=(0.5,), kind="magnitude")
-    assert list(result["accuracy"]) == ["0", "3", "7"]
-    for name, layer in prunable_layers(cnn):
-        copy_ = copy.deepcopy(cnn)
-        weight = dict(prunable_layers(copy_))[name].weight
-        keep = oracle_keep(weight.data, 0.5)
-        weight.data[~keep] = 0
-        weight.mask = keep
-        assert result["accuracy"][name] == [evaluate(copy_, test)]
-    assert zero_fraction(cnn) == 0.0
-    with pytest.raises(ValueError, match="kind"):
-        sensitivity_analysis(cnn, test, kind="random")

@@ -5,12 +5,12 @@
 # %% auto #0
 __all__ = ['nm_mask', 'is_nm_sparse', 'nm_prune', 'position_bits', 'encode_nm', 'decode_nm', 'nm_nbytes']
 
-# %% ../../modules/18_compression/nm_sparsity_dev.py #20416c81
+# %% ../../modules/18_compression/nm_sparsity_dev.py #d462d81c
 import numpy as np
 
 from ..core.tensor import Tensor
 from .prune import apply_mask, prunable_layers
-from .storage import pack_bits, unpack_bits
+from .encoding import pack_bits, unpack_bits
 
 # %% ../../modules/18_compression/nm_sparsity_dev.py #5810817f
 def _check_nm(n, m) -> None:

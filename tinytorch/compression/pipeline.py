@@ -5,17 +5,17 @@
 # %% auto #0
 __all__ = ['DELTA_WIDTHS', 'DIGITS_RECIPES', 'compress', 'save_dense']
 
-# %% ../../modules/18_compression/pipeline_dev.py #0dce1208
+# %% ../../modules/18_compression/pipeline_dev.py #0f5e2cee
 import copy
 
 import numpy as np
 
 from .nm import encode_nm, is_nm_sparse, nm_prune, position_bits
-from .prune import (compress_weight, iterative_prune, magnitude_prune, measure_sparsity,
-                                         prunable_layers, prunable_weights)
+from .encoding import check_value_bits, compress_weight, pack_bits, unpack_bits
+from .prune import (iterative_prune, magnitude_prune, measure_sparsity, prunable_layers,
+                                         prunable_weights)
 from .qat import quantize_aware_finetune, share_weights
-from .storage import (CODINGS, CompressedModel, _check_value_bits, _entry_layout, _layer_spec,
-                                           _varint, pack_bits, unpack_bits)
+from .storage import CODINGS, CompressedModel, _entry_layout, _layer_spec, _varint
 
 # %% ../../modules/18_compression/pipeline_dev.py #0cbca905
 def _nm_entry(weight: np.ndarray, bits: int, n: int, m: int, per_channel: bool) -> dict:
@@ -54,7 +54,7 @@ def _codebook_entry(name: str, entry: dict, codebook: np.ndarray) -> dict:
     arrays |= {"codebook": codebook, "values": pack_bits(order[at], bits)}
     return {**entry, "bits": bits, "arrays": arrays}
 
-# %% ../../modules/18_compression/pipeline_dev.py #faa3a211
+# %% ../../modules/18_compression/pipeline_dev.py #823ff56c
 def _check_nm(nm) -> tuple | None:
     ok = nm is None or (isinstance(nm, (tuple, list)) and len(nm) == 2
                         and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in nm)
@@ -166,7 +166,7 @@ def compress(model, sparsity: float | None = None, bits: int = 8, index: str = "
     and the errors of `compress_weight` and `magnitude_prune`.
     """
     architecture = _layer_spec(model)
-    _check_value_bits(bias_bits)
+    check_value_bits(bias_bits)
     if coding not in CODINGS:
         raise ValueError(f"coding must be one of {CODINGS}, got {coding!r}")
     nm = _check_nm(nm)
