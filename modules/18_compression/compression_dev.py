@@ -1085,7 +1085,7 @@ print(f"dense FP32 file: {dense_bytes:,} bytes")
 print(f"{'format':<38} {'bytes':>8} {'ratio':>6} {'accuracy':>9}   breakdown (bytes)")
 for label, target, kwargs in rows:
     source = mlp if target is None else pruned[target]
-    cm = compress(source, sparsity=None, **{"index_bits": 8, "bias_bits": 32, **kwargs})
+    cm = compress(source, sparsity=None, **{"index_bits": 8, "bias_bits": 32, "coding": "fixed", **kwargs})
     size = cm.save(WORKDIR / "mlp.ttcz")
     acc = evaluate(load_compressed(WORKDIR / "mlp.ttcz"), test_flat)
     file_results[label] = (size, dense_bytes / size, acc, cm.breakdown())

@@ -841,7 +841,7 @@ candidates = [
 comparison = {}
 for label, model, storage in candidates:
     path = WORKDIR / "candidate.ttcz"
-    size = compress(model, sparsity=None, **storage).save(path)
+    size = compress(model, sparsity=None, **{"coding": "fixed", "bias_bits": 32, **storage}).save(path)
     stored = load_compressed(path)
     runnable = stored.decompress()
     comparison[label] = {
