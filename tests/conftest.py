@@ -45,7 +45,7 @@ def trained_digits():
     return get
 
 
-# Module 18 and 19 tests: examples are small but each one may build a model, so no per-example
+# Module 18 and 20 tests: examples are small but each one may build a model, so no per-example
 # deadline and bounded counts. No shrinking: with an unfinished exercise every example fails, and
 # shrinking those failures would take minutes; the first failing example is reported as generated.
 # A folder opts in with settings.load_profile("tinytorch-compression").

@@ -1669,9 +1669,9 @@ for name, model in variants.items():
 # ## 11. The three systems questions, answered with our numbers
 #
 # Each answer is assembled from numbers this run measured. The third compares pruning with the
-# other way to a small model: train a small dense one. Module 19 teaches distillation, which
+# other way to a small model: train a small dense one. Module 20 teaches distillation, which
 # trains it from the big model; here the small model learns from the labels, which on the clean
-# digits does as well (module 19 measures both).
+# digits does as well (module 20 measures both).
 
 # %%
 small = Sequential(Linear(64, 32, rng=0), ReLU(), Linear(32, 10, rng=0))
@@ -1718,8 +1718,8 @@ answers = {
         f"({n_params(small):,} parameters, FP32) is {q3['small MLP 64-32-10']['bytes']:,} bytes at "
         f"{q3['small MLP 64-32-10']['accuracy']:.1%} and runs in {q3['small MLP 64-32-10']['us']:.0f} us. So prune "
         "when the architecture is fixed or the budget is bytes on disk; train a small model (distil it, "
-        "module 19) when FLOPs or latency matter and there is data to train it on. They combine: a small "
-        "model can be pruned and quantized too, and module 19 measures that."),
+        "module 20) when FLOPs or latency matter and there is data to train it on. They combine: a small "
+        "model can be pruned and quantized too, and module 20 measures that."),
 }
 for question, answer in answers.items():
     print(question)

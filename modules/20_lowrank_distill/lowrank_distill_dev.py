@@ -1,5 +1,5 @@
 # %% [markdown]
-# # Module 19: Low-rank factorization and distillation
+# # Module 20: Low-rank factorization and distillation
 #
 # > Two ways to make a model smaller that pruning cannot: a thinner dense layer (low-rank
 # > factorization) and a new small model taught by the big one (knowledge distillation), measured
@@ -16,7 +16,7 @@
 # | (with module 18's pruning) | pruning, low rank or distillation, and all together | one table: bytes, FLOPs, latency, accuracy |
 #
 # Every exercise is a function whose body you write between the markers; the cell after it
-# tests it. Run `tito test 19` to run this notebook and the graded tests, `tito test 19 --task ID`
+# tests it. Run `tito test 20` to run this notebook and the graded tests, `tito test 20 --task ID`
 # for one exercise.
 
 # %%
