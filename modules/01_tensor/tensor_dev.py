@@ -17,6 +17,8 @@ import numbers
 
 import numpy as np
 
+from tinytorch.core.checks import is_int
+
 # %% [markdown]
 # ## 1. One seeded random generator
 #
@@ -34,7 +36,7 @@ _default_rng = np.random.default_rng(0)
 def manual_seed(seed: int) -> np.random.Generator:
     "Reset the library-wide random generator to `seed` (a non-negative int) and return it."
     global _default_rng
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+    if not is_int(seed) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     _default_rng = np.random.default_rng(int(seed))
     return _default_rng
@@ -113,7 +115,7 @@ def _reshape_target(old_shape: tuple, shape: tuple) -> tuple:
     "Validate `shape` (ints, at most one -1) against `old_shape` and return the resolved shape."
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = tuple(shape[0])  # reshape((2, 3)) and reshape(2, 3) both work
-    if not all(isinstance(n, numbers.Integral) and not isinstance(n, bool) for n in shape):
+    if not all(is_int(n) for n in shape):
         raise TypeError(f"reshape expects integer sizes, got {shape}")
     shape = tuple(int(n) for n in shape)
     size = int(np.prod(old_shape, dtype=np.int64))

@@ -14,6 +14,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from tinytorch.core.tensor import Tensor
 from tinytorch.core.autograd import Function
 from tinytorch.core.layers import Module, _rng
+from tinytorch.core.checks import is_int
 
 # %% [markdown]
 # A fully connected layer treats an image as a bag of 64 unrelated numbers. A convolution
@@ -48,7 +49,7 @@ def _pair(value, name: str, minimum: int = 1) -> tuple[int, int]:
     "An int or a pair of ints as `(height, width)`, each at least `minimum`."
     pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
     ok = len(pair) == 2 and all(
-        isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= minimum for v in pair)
+        is_int(v) and v >= minimum for v in pair)
     if not ok:
         raise ValueError(f"{name} must be an int >= {minimum} or a pair of them, got {value!r}")
     return int(pair[0]), int(pair[1])
@@ -228,7 +229,7 @@ class Conv2d(Module):
                  bias: bool = True, rng=None):
         super().__init__()
         for value, name in ((in_channels, "in_channels"), (out_channels, "out_channels")):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+            if not is_int(value) or value <= 0:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         self.kernel_size = _pair(kernel_size, "kernel_size")
@@ -365,6 +366,7 @@ print("✓ MaxPool2d keeps window maxima and routes gradients to them")
 import numpy as np
 
 from tinytorch.core.activations import ReLU
+from tinytorch.core.checks import is_int
 from tinytorch.core.layers import Flatten, Linear, Module, Sequential
 from tinytorch.core.losses import CrossEntropyLoss
 from tinytorch.core.optimizers import Adam, CosineLR
@@ -440,7 +442,7 @@ def train_digits_model(model: Module, epochs: int | None = None, seed: int = 0, 
     "Train `model` on the digits (Adam, cosine decay); returns the history, last 'val_acc' = test accuracy."
     image = _takes_images(model)
     epochs = DIGITS_EPOCHS if epochs is None else epochs
-    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs <= 0:
+    if not is_int(epochs) or epochs <= 0:
         raise ValueError(f"epochs must be a positive int, got {epochs!r}")
     train_loader, test_loader = digits_loaders(batch_size=DIGITS_BATCH_SIZE, image=image, seed=seed)
     optimizer = Adam(model.parameters(), lr=DIGITS_LR)

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['DIGITS_RECIPES', 'compress', 'save_dense']
 
-# %% ../../modules/18_compression/pipeline_dev.py #5d709afe
+# %% ../../modules/18_compression/pipeline_dev.py #ff0b92c6
 import copy
 
 import numpy as np
@@ -16,6 +16,7 @@ from .prune import (compress_weight, iterative_prune, magnitude_prune, measure_s
 from .qat import quantize_aware_finetune, share_weights
 from .storage import (CODINGS, CompressedModel, _check_value_bits, _layer_spec, pack_bits,
                                            unpack_bits)
+from ..core.checks import is_int
 
 # %% ../../modules/18_compression/pipeline_dev.py #0cbca905
 def _nm_entry(weight: np.ndarray, bits: int, n: int, m: int, per_channel: bool) -> dict:
@@ -54,10 +55,10 @@ def _codebook_entry(name: str, entry: dict, codebook: np.ndarray) -> dict:
     arrays |= {"codebook": codebook, "values": pack_bits(order[at], bits)}
     return {**entry, "bits": bits, "arrays": arrays}
 
-# %% ../../modules/18_compression/pipeline_dev.py #7f18c10f
+# %% ../../modules/18_compression/pipeline_dev.py #892d3d7c
 def _check_nm(nm) -> tuple | None:
     ok = nm is None or (isinstance(nm, (tuple, list)) and len(nm) == 2
-                        and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in nm)
+                        and all(is_int(v) for v in nm)
                         and 2 <= nm[1] <= 1 << 16 and 1 <= nm[0] <= nm[1])
     if not ok:
         raise ValueError(f"nm must be None or a pair (n, m) of ints with 1 <= n <= m and 2 <= m <= 65536, got {nm!r}")

@@ -5,20 +5,21 @@
 # %% auto #0
 __all__ = ['conv_output_shape', 'im2col', 'col2im', 'Conv2dFunction', 'conv2d', 'Conv2d', 'MaxPool2dFunction', 'MaxPool2d']
 
-# %% ../../modules/09_spatial/spatial_dev.py #b17909c5
+# %% ../../modules/09_spatial/spatial_dev.py #8c8bab5c
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .tensor import Tensor
 from .autograd import Function
 from .layers import Module, _rng
+from .checks import is_int
 
-# %% ../../modules/09_spatial/spatial_dev.py #afbeeeb9
+# %% ../../modules/09_spatial/spatial_dev.py #0e394daf
 def _pair(value, name: str, minimum: int = 1) -> tuple[int, int]:
     "An int or a pair of ints as `(height, width)`, each at least `minimum`."
     pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
     ok = len(pair) == 2 and all(
-        isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= minimum for v in pair)
+        is_int(v) and v >= minimum for v in pair)
     if not ok:
         raise ValueError(f"{name} must be an int >= {minimum} or a pair of them, got {value!r}")
     return int(pair[0]), int(pair[1])
@@ -116,7 +117,7 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padd
     tensors = (x, weight) if bias is None else (x, weight, bias)
     return Conv2dFunction.apply(*tensors, stride=stride, padding=padding)
 
-# %% ../../modules/09_spatial/spatial_dev.py #05edd71a
+# %% ../../modules/09_spatial/spatial_dev.py #6edc655f
 class Conv2d(Module):
     "2-D convolution layer over (N, C, H, W) inputs; weight (out_channels, in_channels, kh, kw)."
 
@@ -124,7 +125,7 @@ class Conv2d(Module):
                  bias: bool = True, rng=None):
         super().__init__()
         for value, name in ((in_channels, "in_channels"), (out_channels, "out_channels")):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+            if not is_int(value) or value <= 0:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         self.kernel_size = _pair(kernel_size, "kernel_size")
