@@ -7,25 +7,25 @@ against pruning and combined with it."""
 # %% auto #0
 __all__ = ['soft_targets', 'distillation_loss', 'distill']
 
-# %% ../../modules/20_lowrank_distill/lowrank_distill_dev.py #9b30150f
+# %% ../../modules/20_lowrank_distill/lowrank_distill_dev.py #21e074ef
 import numpy as np
-from tqdm.auto import tqdm
 
 from ..core.tensor import Tensor
+from ..core.checks import is_real
 from ..core.losses import CrossEntropyLoss
 from ..core.optimizers import Adam
-from ..core.training import accuracy, evaluate, predict
+from ..core.training import fit, predict
 
 
 def _check_temperature(T) -> float:
-    ok = isinstance(T, (int, float, np.integer, np.floating)) and not isinstance(T, bool)
+    ok = is_real(T)
     if not ok or not 0.0 < T < np.inf:  # NaN fails the comparison too
         raise ValueError(f"temperature T must be a positive, finite number, got {T!r}")
     return float(T)
 
 
 def _check_alpha(alpha) -> float:
-    ok = isinstance(alpha, (int, float, np.integer, np.floating)) and not isinstance(alpha, bool)
+    ok = is_real(alpha)
     if not ok or not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1] (the weight of the distillation term), got {alpha!r}")
     return float(alpha)
@@ -75,60 +75,22 @@ def distillation_loss(student_logits, teacher_logits, targets=None, T: float = 2
     return soft if hard is None else soft + hard * (1.0 - alpha)
 
 
-# %% ../../modules/20_lowrank_distill/lowrank_distill_dev.py #3cd73e99
+# %% ../../modules/20_lowrank_distill/lowrank_distill_dev.py #e03e0a3b
 def distill(student, teacher, train_loader, epochs: int = 1, T: float = 2.0, alpha: float = 0.5,
             optimizer=None, lr: float = 1e-3, val_loader=None, progress=None, callbacks=()) -> dict:
     """Train `student` to imitate `teacher` on `train_loader`'s batches with `distillation_loss`; the teacher
     is not changed. Returns `{"loss", "train_acc", "val_acc"}`, one entry per epoch."""
-    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
-        raise ValueError(f"epochs must be a positive int, got {epochs!r}")
-    if progress not in (None, True, False):
-        raise ValueError(f"progress must be None (auto), True or False, got {progress!r}")
     T, alpha = _check_temperature(T), _check_alpha(alpha)
     if student is teacher:
         raise ValueError("student and teacher must be different models (distill into a new, smaller model)")
-    callbacks = list(callbacks)
     if optimizer is None:
         optimizer = Adam(student.parameters(), lr=lr)
-    step_hooks = [cb.on_step_end for cb in callbacks if callable(getattr(cb, "on_step_end", None))]
-    epoch_hooks = [cb.on_epoch_end for cb in callbacks if callable(getattr(cb, "on_epoch_end", None))]
-    try:
-        total = epochs * len(train_loader)
-    except TypeError:                       # a loader without len(): a bar without a total
-        total = None
-    history = {"loss": [], "train_acc": [], "val_acc": []}
-    bar = tqdm(total=total, disable=progress is False, delay=0 if progress else 2,
-               desc="distilling", unit="batch", leave=False)
-    try:
-        for epoch in range(int(epochs)):
-            student.train()
-            loss_sum, correct, seen = 0.0, 0.0, 0
-            last = {"loss": f"{history['loss'][-1]:.4f}"} if history["loss"] else {}
-            bar.set_postfix(epoch=f"{epoch + 1}/{epochs}", **last, refresh=False)
-            for X, y in train_loader:
-                X = X if isinstance(X, Tensor) else Tensor(X)
-                optimizer.zero_grad()
-                logits = student(X)
-                # alpha = 0 is training on labels: the teacher's outputs would be unused
-                teacher_logits = predict(teacher, X) if alpha > 0 else np.zeros(logits.shape)
-                loss = distillation_loss(logits, teacher_logits, y, T=T, alpha=alpha)
-                loss.backward()
-                optimizer.step()
-                for hook in step_hooks:
-                    hook(student)
-                n = len(X.data)
-                loss_sum += loss.item() * n
-                correct = None if y is None or correct is None else correct + accuracy(logits, y) * n
-                seen += n
-                bar.update(1)
-            if seen == 0:
-                raise ValueError(f"train_loader yielded no batches in epoch {epoch + 1}")
-            history["loss"].append(loss_sum / seen)
-            history["train_acc"].append(None if correct is None else correct / seen)
-            history["val_acc"].append(evaluate(student, val_loader) if val_loader is not None else None)
-            for hook in epoch_hooks:
-                hook(student, epoch, history)
-    finally:
-        bar.close()
-    return history
+
+    def loss_fn(logits, y, X):
+        # alpha = 0 is training on labels: the teacher's outputs would be unused
+        teacher_logits = predict(teacher, X) if alpha > 0 else np.zeros(logits.shape)
+        return distillation_loss(logits, teacher_logits, y, T=T, alpha=alpha)
+
+    return fit(student, train_loader, loss_fn, optimizer, epochs=epochs, val_loader=val_loader,
+               progress=progress, callbacks=callbacks, loss_needs_inputs=True, desc="distilling")
 

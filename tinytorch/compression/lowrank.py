@@ -7,7 +7,7 @@ against pruning and combined with it."""
 # %% auto #0
 __all__ = ['rank_for_energy', 'low_rank_factorize', 'choose_ranks', 'factorize_model', 'count_flops']
 
-# %% ../../modules/20_lowrank_distill/lowrank_distill_dev.py #d00d6342
+# %% ../../modules/20_lowrank_distill/lowrank_distill_dev.py #8b5354fc
 import copy
 
 import numpy as np
@@ -16,11 +16,12 @@ from ..core.tensor import Tensor
 from ..core.autograd import no_grad
 from ..core.layers import Linear, Module, Sequential
 from ..core.spatial import Conv2d
+from ..core.checks import is_int, is_real
 
-# %% ../../modules/20_lowrank_distill/lowrank_distill_dev.py #10021210
+# %% ../../modules/20_lowrank_distill/lowrank_distill_dev.py #afcfee2a
 def _check_energy(energy) -> float:
     "A real number in (0, 1]: the fraction of the squared singular values to keep."
-    ok = isinstance(energy, (int, float, np.integer, np.floating)) and not isinstance(energy, bool)
+    ok = is_real(energy)
     if not ok or not 0.0 < energy <= 1.0:  # NaN fails the comparison too
         raise ValueError(f"energy must be in (0, 1], got {energy!r}")
     return float(energy)
@@ -42,7 +43,7 @@ def rank_for_energy(singular_values, energy: float) -> int:
     return int(np.searchsorted(kept, energy, side="left")) + 1
 
 
-# %% ../../modules/20_lowrank_distill/lowrank_distill_dev.py #9afe4d9c
+# %% ../../modules/20_lowrank_distill/lowrank_distill_dev.py #75bdf62c
 def low_rank_factorize(layer, rank: int | None = None, energy: float | None = None) -> Sequential:
     """`Sequential(Linear(in, r, bias=False), Linear(r, out))` computing the rank-`r` truncated SVD of `layer`.
 
@@ -57,7 +58,7 @@ def low_rank_factorize(layer, rank: int | None = None, energy: float | None = No
         raise ValueError(f"give exactly one of rank or energy, got rank={rank!r} and energy={energy!r}")
     full = min(layer.in_features, layer.out_features)
     if rank is not None:
-        if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or not 1 <= rank <= full:
+        if not is_int(rank) or not 1 <= rank <= full:
             raise ValueError(f"rank must be an int in [1, {full}] (= min(in_features, out_features)), got {rank!r}")
     else:
         _check_energy(energy)
