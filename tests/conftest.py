@@ -4,18 +4,12 @@
 (tito.graded.shared_tests says what they are), so released and graded tests find them too.
 """
 import copy
-import os
 import sys
 from pathlib import Path
 
-# One BLAS thread, before anything imports NumPy (tito.ONE_BLAS_THREAD says why). The processes
-# tito starts have it already, the grading sandbox among them, where tito is not importable;
-# a bare `pytest` gets it here.
-if "OPENBLAS_NUM_THREADS" not in os.environ:
-    from tito import ONE_BLAS_THREAD
-
-    for _name, _value in ONE_BLAS_THREAD.items():
-        os.environ.setdefault(_name, _value)
+# One BLAS thread, before anything imports NumPy: importing tinytorch sets it (tito.ONE_BLAS_THREAD
+# says why). The processes tito starts have it already; a bare `pytest` gets it here.
+import tinytorch  # noqa: F401
 
 import pytest  # noqa: E402
 from hypothesis import HealthCheck, Phase, settings  # noqa: E402
