@@ -224,6 +224,24 @@ def cmd_autograder(args) -> int:
     return 0
 
 
+def cmd_tasks(args) -> int:
+    from .prerequisites import readme_block, task_table, update_readme
+
+    root = repo_root()
+    if args.readme:
+        modules = [resolve(root, args.module)] if args.module else _graded_modules(root)
+        path = Path(args.readme)
+        if not path.is_file():
+            raise TitoError(f"{path} does not exist", exit_code=2)
+        changed = update_readme(path, readme_block(root, modules))
+        print(f"{'updated' if changed else 'unchanged'}: the task tables in {path} ({', '.join(m.id for m in modules)})")
+        return 0
+    if not args.module:
+        raise TitoError("name a module, e.g. tito tasks 18, or pass --readme README.md", exit_code=2)
+    print(task_table(resolve(root, args.module), root))
+    return 0
+
+
 def cmd_compress(args) -> int:
     from .compress import run_compress
 
@@ -262,6 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("module")
     p.add_argument("--force", action="store_true", help="replace a notebook that is newer than the .py")
     p.set_defaults(func=cmd_notebook)
+
+    p = sub.add_parser("tasks", help="a module's tasks, points and the tasks each needs first (read from the code)")
+    p.add_argument("module", nargs="?", help="e.g. 18_compression (with --readme: default every graded module)")
+    p.add_argument("--readme", metavar="FILE", help="render the tables into FILE's '<!-- tasks: begin' block")
+    p.set_defaults(func=cmd_tasks)
 
     p = sub.add_parser("release", help="instructors: a student copy of the course without a module's solutions")
     p.add_argument("module", help="the module whose solutions are removed, e.g. 18_compression")
