@@ -254,6 +254,14 @@ def cmd_bench(args) -> int:
     return run_bench(args)
 
 
+def _module_out_force(p, module_help: str, out_name: str, out_help: str, func) -> None:
+    "The arguments of the commands that write one module's artefact: MODULE --out PATH [--force]."
+    p.add_argument("module", help=module_help)
+    p.add_argument("--out", required=True, metavar=out_name, help=out_help)
+    p.add_argument("--force", action="store_true", help=f"replace {out_name} if it exists")
+    p.set_defaults(func=func)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="tito", description="The tinytorch course command line.")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
@@ -287,10 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_tasks)
 
     p = sub.add_parser("release", help="instructors: a student copy of the course without a module's solutions")
-    p.add_argument("module", help="the module whose solutions are removed, e.g. 18_compression")
-    p.add_argument("--out", required=True, metavar="DIR", help="where to write the student copy")
-    p.add_argument("--force", action="store_true", help="replace DIR if it exists")
-    p.set_defaults(func=cmd_release)
+    _module_out_force(p, "the module whose solutions are removed, e.g. 18_compression", "DIR",
+                      "where to write the student copy", cmd_release)
 
     p = sub.add_parser("grade", help="instructors: grade submissions against the visible and hidden tests")
     p.add_argument("submission", nargs="?",
@@ -318,10 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_grade)
 
     p = sub.add_parser("autograder", help="instructors: build a Gradescope autograder bundle")
-    p.add_argument("module", help="e.g. 18_compression")
-    p.add_argument("--out", required=True, metavar="ZIP", help="e.g. autograder.zip")
-    p.add_argument("--force", action="store_true", help="replace ZIP if it exists")
-    p.set_defaults(func=cmd_autograder)
+    _module_out_force(p, "e.g. 18_compression", "ZIP", "e.g. autograder.zip", cmd_autograder)
 
     p = sub.add_parser("compress", help="train a digits model, prune and quantize it, print the report")
     p.add_argument("--model", choices=["mlp", "cnn"], default="mlp", help="reference digits model (default mlp)")
