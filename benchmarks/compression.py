@@ -29,7 +29,8 @@ from tinytorch.compression.pipeline import DIGITS_RECIPES, compress, save_dense
 from tinytorch.compression.prune import iterative_prune, magnitude_prune, measure_sparsity, structured_prune
 from tinytorch.compression.sparse import SparseLinear, to_sparse
 from tinytorch.compression.storage import load_compressed
-from tinytorch.compression.prune import benchmark_inference, polynomial_schedule
+from tinytorch.compression.inference import benchmark_inference
+from tinytorch.compression.prune import polynomial_schedule
 from tinytorch.compression.distill import distill
 from tinytorch.compression.lowrank import choose_ranks, count_flops, factorize_model
 from tinytorch.core.activations import ReLU

@@ -606,7 +606,8 @@ print(f"✓ lengths tables: 16 entries in 9 bytes, 251 entries with a gap of 247
 
 # %%
 from tinytorch.core.models import digits_mlp, train_digits_model
-from tinytorch.compression.prune import compress_weight, iterative_prune, prunable_weights
+from tinytorch.compression.encoding import compress_weight
+from tinytorch.compression.prune import iterative_prune, prunable_weights
 from tinytorch.data.loader import digits_loaders
 
 model = digits_mlp(seed=0)

@@ -35,15 +35,16 @@ import numpy as np
 
 from tinytorch.core.tensor import Tensor
 from tinytorch.compression.prune import apply_mask, prunable_layers
-from tinytorch.compression.storage import pack_bits, unpack_bits
+from tinytorch.compression.encoding import pack_bits, unpack_bits
 from tinytorch.core.checks import is_int
 
 # %%
 import copy
 import time
 
-from tinytorch.compression.prune import (benchmark_inference, compress_weight, csr_matmul, encode_csr,
-                                         magnitude_prune, prunable_weights)
+from tinytorch.compression.encoding import compress_weight, encode_csr
+from tinytorch.compression.inference import benchmark_inference, csr_matmul
+from tinytorch.compression.prune import magnitude_prune, prunable_weights
 from tinytorch.core.layers import Linear, Sequential
 from tinytorch.core.activations import ReLU
 from tinytorch.core.losses import CrossEntropyLoss

@@ -16,11 +16,11 @@ import copy
 import numpy as np
 
 from tinytorch.compression.nm import encode_nm, is_nm_sparse, nm_prune, position_bits
-from tinytorch.compression.prune import (compress_weight, iterative_prune, magnitude_prune, measure_sparsity,
-                                         prunable_layers, prunable_weights)
+from tinytorch.compression.encoding import check_value_bits, compress_weight, pack_bits, unpack_bits
+from tinytorch.compression.prune import (iterative_prune, magnitude_prune, measure_sparsity, prunable_layers,
+                                         prunable_weights)
 from tinytorch.compression.qat import quantize_aware_finetune, share_weights
-from tinytorch.compression.storage import (CODINGS, CompressedModel, _check_value_bits, _layer_spec, pack_bits,
-                                           unpack_bits)
+from tinytorch.compression.storage import CODINGS, CompressedModel, _layer_spec
 from tinytorch.core.checks import is_int
 
 # %% [markdown]
@@ -172,7 +172,7 @@ def compress(model, sparsity: float | None = None, bits: int = 8, index: str = "
     and the errors of `compress_weight` and `magnitude_prune`.
     """
     architecture = _layer_spec(model)
-    _check_value_bits(bias_bits)
+    check_value_bits(bias_bits)
     if coding not in CODINGS:
         raise ValueError(f"coding must be one of {CODINGS}, got {coding!r}")
     nm = _check_nm(nm)

@@ -15,7 +15,8 @@ import numpy as np
 
 from tinytorch.core.tensor import Tensor
 from tinytorch.core.layers import Linear, Module, Sequential
-from tinytorch.compression.prune import benchmark_inference, csr_matmul, encode_csr
+from tinytorch.compression.encoding import encode_csr
+from tinytorch.compression.inference import benchmark_inference, csr_matmul
 
 # %%
 #| export

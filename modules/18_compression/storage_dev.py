@@ -32,61 +32,16 @@ from tinytorch.core.checks import is_int, is_real
 # %% [markdown]
 # ## Bits and decoders
 #
-# A 4-bit code takes half a byte: `pack_bits` writes each integer with `bits` bits, most
-# significant first, and `unpack_bits` reads them back. `decode_csr` and `decode_delta` invert the
-# lesson's encoders.
+# The lesson's `tinytorch/compression/encoding.py` holds the bit packing (`pack_bits` /
+# `unpack_bits`), the encoders and their decoders (`decode_csr`, `decode_delta`); this file reads
+# and writes what they produce.
 
 # %%
 #| export
-INDEX_FORMATS = ("dense", "csr", "bitmask", "delta")   # what `compress_weight` writes
+from tinytorch.compression.encoding import (INDEX_FORMATS, check_value_bits, decode_csr, decode_delta, pack_bits,
+                                            unpack_bits)
+
 STORED_FORMATS = INDEX_FORMATS + ("nm",)               # and N:M positions, which `compress(nm=...)` adds
-
-
-def _check_value_bits(bits) -> None:
-    if bits not in (32, 16):
-        qrange(bits)  # raises unless an int in 2..8
-
-
-def decode_csr(data, indices, indptr, shape) -> np.ndarray:
-    "The dense array of `shape` that `encode_csr` encoded."
-    indptr = np.asarray(indptr)
-    rows = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
-    dense = np.zeros((shape[0], int(np.prod(shape[1:], dtype=np.int64))), dtype=np.asarray(data).dtype)
-    dense[rows, indices] = data
-    return dense.reshape(shape)
-
-
-def decode_delta(deltas) -> np.ndarray:
-    "Flat positions of every entry (fillers included) of `encode_delta`'s output."
-    return np.cumsum(np.asarray(deltas, dtype=np.int64) + 1) - 1
-
-
-def pack_bits(values, bits: int) -> np.ndarray:
-    "Unsigned integers < 2**bits written with `bits` bits each, most significant first, into uint8 bytes."
-    values = np.asarray(values, dtype=np.int64).ravel()
-    if values.size and (values.min() < 0 or values.max() >= 1 << bits):
-        raise ValueError(f"values must lie in [0, {(1 << bits) - 1}] for {bits} bits")
-    if bits == 8:
-        return values.astype(np.uint8)
-    shifts = np.arange(bits - 1, -1, -1)
-    return np.packbits(((values[:, None] >> shifts) & 1).astype(np.uint8).ravel())
-
-
-def unpack_bits(packed, bits: int, count: int) -> np.ndarray:
-    "The `count` integers that `pack_bits` wrote, as int64."
-    packed = np.asarray(packed, dtype=np.uint8)
-    if bits == 8:
-        return packed[:count].astype(np.int64)
-    digits = np.unpackbits(packed)[: count * bits].reshape(count, bits).astype(np.int64)
-    return digits @ (1 << np.arange(bits - 1, -1, -1))
-
-# %%
-assert pack_bits([1, 2, 3], 2).tolist() == [0b01101100]            # 01 10 11, then two zero bits
-assert unpack_bits(pack_bits([5, 0, 7], 3), 3, 3).tolist() == [5, 0, 7]
-assert decode_delta([1, 0, 3]).tolist() == [1, 2, 6]                 # cumulative gaps
-dense = decode_csr(np.array([5.0, 1.0]), np.array([1, 0]), np.array([0, 1, 1, 2]), (3, 2))
-assert dense.tolist() == [[0, 5.0], [0, 0], [1.0, 0]]
-print("✓ pack_bits, unpack_bits, decode_delta and decode_csr on hand cases")
 
 # %% [markdown]
 # ### Entries: what one stored parameter holds

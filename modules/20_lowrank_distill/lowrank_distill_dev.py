@@ -51,8 +51,9 @@ from tinytorch.core.models import digits_mlp, train_digits_model
 from tinytorch.data.loader import digits_loaders
 from tinytorch.core.models import digits_cnn
 from tinytorch.compression.pipeline import compress
-from tinytorch.compression.prune import (benchmark_inference, iterative_prune, magnitude_prune, measure_sparsity,
-                                         polynomial_schedule, prunable_layers, prunable_weights)
+from tinytorch.compression.inference import benchmark_inference
+from tinytorch.compression.prune import (iterative_prune, magnitude_prune, measure_sparsity, polynomial_schedule,
+                                         prunable_layers, prunable_weights)
 from tinytorch.compression.sparse import to_sparse
 from tinytorch.compression.storage import load_compressed
 
@@ -186,7 +187,7 @@ def low_rank_factorize(layer, rank: int | None = None, energy: float | None = No
     Give exactly one of `rank` (1 to min(in, out)) or `energy` (in (0, 1]: the smallest rank that keeps
     this fraction of the squared singular values). The square roots of the singular values go to both
     factors; the bias goes to the second layer. `layer` is not changed (a pruning mask on it is ignored:
-    the factors are dense).
+    the factors are dense). Raises ValueError for a bad rank or energy and for NaN or infinite weights.
     """
     if not isinstance(layer, Linear):
         raise TypeError(f"low_rank_factorize needs a Linear layer, got {type(layer).__name__}")
@@ -583,6 +584,7 @@ def distillation_loss(student_logits, teacher_logits, targets=None, T: float = 2
 
     KL is summed over classes and averaged over the batch; the teacher's logits are a constant (no
     gradient reaches the teacher). `targets` (int class indices) may be None only when `alpha == 1`.
+    Raises ValueError unless both logits have the same shape (N, C), and for missing targets.
     """
     if not isinstance(student_logits, Tensor):
         raise TypeError(f"student_logits must be a Tensor, got {type(student_logits).__name__}")
@@ -647,7 +649,8 @@ print("✓ distillation_loss: KL at temperature T scaled by T², mixed with cros
 def distill(student, teacher, train_loader, epochs: int = 1, T: float = 2.0, alpha: float = 0.5,
             optimizer=None, lr: float = 1e-3, val_loader=None, progress=None, callbacks=()) -> dict:
     """Train `student` to imitate `teacher` on `train_loader`'s batches with `distillation_loss`; the teacher
-    is not changed. Returns `{"loss", "train_acc", "val_acc"}`, one entry per epoch."""
+    is not changed. Returns `{"loss", "train_acc", "val_acc"}`, one entry per epoch. Raises ValueError
+    unless student and teacher are different models, and (from `distillation_loss`) for missing targets."""
     T, alpha = _check_temperature(T), _check_alpha(alpha)
     if student is teacher:
         raise ValueError("student and teacher must be different models (distill into a new, smaller model)")

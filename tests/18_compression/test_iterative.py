@@ -1,9 +1,10 @@
-"""The gradual pruning schedule and iterative pruning (tasks polynomial-schedule, iterative-prune)."""
+"""The gradual pruning schedule (given) and iterative pruning (task iterative-prune)."""
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import tinytorch.compression.prune as prune_module
 from tinytorch.compression.prune import iterative_prune, polynomial_schedule, prunable_weights
 from tinytorch.core.activations import ReLU
 from tinytorch.core.layers import Linear, Sequential
@@ -11,7 +12,6 @@ from tinytorch.core.training import evaluate
 from compression_oracles import zero_fraction
 
 
-@pytest.mark.task("polynomial-schedule")
 def test_schedule_hand_computed():
     assert np.allclose(polynomial_schedule(0.0, 0.8, 4, power=1), [0.2, 0.4, 0.6, 0.8])
     # s_t = 0.9 + (0.5 - 0.9) * (1 - t/2)^3: t=1 -> 0.9 - 0.4/8 = 0.85
@@ -19,7 +19,6 @@ def test_schedule_hand_computed():
     assert polynomial_schedule(0.3, 0.3, 3).tolist() == [0.3, 0.3, 0.3]
 
 
-@pytest.mark.task("polynomial-schedule")
 @given(st.floats(0.0, 0.99), st.floats(0.0, 0.99), st.integers(1, 40), st.floats(0.5, 5.0))
 def test_schedule_properties(a, b, steps, power):
     initial, final = min(a, b), max(a, b)
@@ -30,7 +29,6 @@ def test_schedule_properties(a, b, steps, power):
     assert np.allclose(s, final + (initial - final) * (1 - t) ** power)
 
 
-@pytest.mark.task("polynomial-schedule")
 def test_schedule_bad_input():
     for args in ((0.5, 0.2, 3), (0.0, 1.0, 3), (0.0, 0.5, 0), (0.0, 0.5, 2.5)):
         with pytest.raises(ValueError):
@@ -50,6 +48,7 @@ def test_history_follows_the_schedule(small_batches):
     net = fresh_net()
     hist = iterative_prune(net, data, 0.8, steps=4, epochs_per_step=2, test_data=data, progress=False)
     assert set(hist) >= {"step", "target", "sparsity", "accuracy"}
+    assert all(isinstance(hist[key], list) for key in ("step", "target", "sparsity", "accuracy"))
     assert hist["step"] == [0, 1, 2, 3, 4]
     assert np.allclose(hist["target"][1:], 0.8 - 0.8 * (1 - np.arange(1, 5) / 4) ** 3)   # the cubic schedule
     n = 6 * 24 + 24 * 2
@@ -96,3 +95,28 @@ def test_iterative_prune_on_digits(mlp, flat_loaders):
                            progress=False, lr=3e-3)
     assert hist["sparsity"][-1] == pytest.approx(0.9, abs=1e-4)
     assert hist["accuracy"][-1] > 0.8
+
+
+@pytest.mark.task("iterative-prune")
+def test_step_zero_records_the_model_as_given(small_batches):
+    data = small_batches()
+    net = fresh_net()
+    net[0].weight.data[0, :] = 0.0                               # 6 of 192 weights already zero
+    before = evaluate(net, data)
+    hist = iterative_prune(net, data, 0.5, steps=2, epochs_per_step=1, test_data=data, initial_sparsity=0.1,
+                           progress=False)
+    assert [hist[key][0] for key in ("step", "target", "sparsity", "accuracy")] == [0, 0.1, 6 / 192, before]
+
+
+@pytest.mark.task("iterative-prune")
+def test_one_adam_serves_the_whole_run(small_batches, monkeypatch):
+    made = []
+
+    class CountingAdam(prune_module.Adam):
+        def __init__(self, *args, **kwargs):
+            made.append(kwargs.get("lr", args[1] if len(args) > 1 else None))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(prune_module, "Adam", CountingAdam)
+    iterative_prune(fresh_net(), small_batches(), 0.6, steps=3, epochs_per_step=1, progress=False, lr=0.02)
+    assert made == [0.02], f"expected one Adam(model.parameters(), lr=lr) for the whole run, got {len(made)}"

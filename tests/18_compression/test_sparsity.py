@@ -1,4 +1,4 @@
-"""Sparsity measurement and masks (tasks measure-sparsity, apply-mask)."""
+"""Sparsity measurement and masks: given code of the lesson (measure_sparsity, apply_mask, remove_pruning), ungraded."""
 import numpy as np
 import pytest
 from hypothesis import given
@@ -16,7 +16,6 @@ def conv_net():
     return Sequential(Conv2d(1, 2, 3, padding=1, rng=0), ReLU(), Flatten(), Linear(2 * 4 * 4, 3, rng=0))
 
 
-@pytest.mark.task("measure-sparsity")
 def test_measure_sparsity_hand_computed_with_conv_and_biases():
     net = conv_net()
     net[0].weight.data[0] = 0.0          # 9 of the 18 conv weights
@@ -27,7 +26,6 @@ def test_measure_sparsity_hand_computed_with_conv_and_biases():
     assert layer_sparsity(net) == {"0.weight": 0.5, "3.weight": 0.125}
 
 
-@pytest.mark.task("measure-sparsity")
 @given(st.integers(0, 2 ** 32 - 1), st.floats(0.0, 1.0))
 def test_measure_sparsity_matches_count(seed, density):
     rng = np.random.default_rng(seed)
@@ -38,13 +36,11 @@ def test_measure_sparsity_matches_count(seed, density):
     assert measure_sparsity(net) == zeros / (35 + 21)
 
 
-@pytest.mark.task("measure-sparsity")
 def test_measure_sparsity_rejects_models_without_weights():
     with pytest.raises(ValueError, match="nothing to prune"):
         measure_sparsity(Sequential(ReLU(), Flatten()))
 
 
-@pytest.mark.task("apply-mask")
 def test_apply_mask_zeroes_stores_and_stacks():
     p = Tensor(np.arange(1.0, 7.0).reshape(2, 3), requires_grad=True)
     p.grad = np.ones((2, 3), dtype=np.float32)
@@ -59,7 +55,6 @@ def test_apply_mask_zeroes_stores_and_stacks():
     assert p.data.tolist() == [[1, 0, 3], [0, 5, 0]]
 
 
-@pytest.mark.task("apply-mask")
 def test_apply_mask_rejects_bad_masks():
     p = Tensor(np.ones((2, 2)), requires_grad=True)
     with pytest.raises(ValueError, match="shape"):
@@ -70,7 +65,6 @@ def test_apply_mask_rejects_bad_masks():
     assert p.mask is not None and (p.data == 1).all()
 
 
-@pytest.mark.task("apply-mask")
 @given(st.integers(0, 2 ** 32 - 1), st.sampled_from(["sgd", "adam"]))
 def test_masks_survive_training_with_momentum_and_weight_decay(seed, kind):
     rng = np.random.default_rng(seed)
@@ -93,7 +87,6 @@ def test_masks_survive_training_with_momentum_and_weight_decay(seed, kind):
         assert (layer.weight.data[~keep] == 0).all()
 
 
-@pytest.mark.task("apply-mask")
 def test_remove_pruning_keeps_zeros_and_frees_weights():
     net = Sequential(Linear(3, 2, rng=0))
     apply_mask(net[0].weight, np.array([[True, False, True], [False, True, True]]))

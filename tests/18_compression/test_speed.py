@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from tinytorch.compression.prune import benchmark_inference, csr_matmul
+from tinytorch.compression.inference import benchmark_inference, csr_matmul
 from tinytorch.compression.sparse import SparseLinear, measure_speedup, to_sparse
 from tinytorch.core.autograd import is_grad_enabled
 from tinytorch.core.activations import ReLU
@@ -30,8 +30,11 @@ def test_csr_matmul_hand_computed():
     out = csr_matmul(*csr_of(W), x)
     assert out.shape == (2, 4) and out.tolist() == [[20.0, 0.0, 301.0, 0.0], [40.0, 0.0, 602.0, 0.0]]
     assert csr_matmul(*csr_of(np.zeros((3, 3), np.float32)), x).tolist() == [[0.0] * 3] * 2
+
+
+def test_given_check_rejects_x_that_is_not_a_batch():
     with pytest.raises(ValueError, match="batch"):
-        csr_matmul(*csr_of(W), np.ones(3))
+        csr_matmul(*csr_of(np.eye(3)), np.ones(3))
 
 
 @pytest.mark.task("csr-matmul")
@@ -113,6 +116,10 @@ def test_benchmark_real_model_restores_training_mode():
     result = benchmark_inference(model, np.ones((4, 8), np.float32), warmup=1, repeats=3)
     assert result["median"] > 0 and result["q1"] <= result["median"] <= result["q3"]
     assert model.training and model[2].training
+
+
+def test_given_parts_of_benchmark_inference():
+    model = Sequential(Linear(8, 8, rng=0), ReLU())
     assert measure_speedup(model, model, np.ones((4, 8), np.float32), warmup=0, repeats=3) > 0
     with pytest.raises(ValueError, match="repeats"):
         benchmark_inference(model, np.ones((4, 8)), repeats=0)

@@ -27,7 +27,7 @@ def class_results(tmp_path_factory):
     base = tmp_path_factory.mktemp("m18")
     folder = base / "class"
     folder.mkdir()
-    for task in ("magnitude-mask", "polynomial-schedule"):
+    for task in ("magnitude-mask", "delta-encode"):
         (folder / f"wrong-{task}.py").write_text(_wrong(task))
     proc = run_tito(REPO, "grade", str(folder), "--module", "18", "--jobs", "2", "--out", str(base / "g"),
                     tmpdir=base / "tmp", timeout=900)
@@ -35,7 +35,7 @@ def class_results(tmp_path_factory):
     return {p.stem: json.loads(p.read_text()) for p in (base / "g" / "results").glob("*.json")}
 
 
-@pytest.mark.parametrize("task, points", [("magnitude-mask", 3), ("polynomial-schedule", 2)])
+@pytest.mark.parametrize("task, points", [("magnitude-mask", 4), ("delta-encode", 3)])
 def test_a_wrong_exercise_costs_its_own_points_only(class_results, task, points):
     results = class_results[f"wrong-{task}"]
     lost = {t: s for t, s in results["extra_data"]["tasks"].items() if s == 0}

@@ -85,7 +85,7 @@ def _drop_first_points(text: str) -> str:
 
 
 def _duplicate_a_grade_id(text: str) -> str:
-    return text.replace('"grade_id": "apply-mask-test"', '"grade_id": "magnitude-mask-test"', 1)
+    return text.replace('"grade_id": "delta-encode-test"', '"grade_id": "magnitude-mask-test"', 1)
 
 
 @pytest.mark.parametrize("breakage, message", [

@@ -45,12 +45,13 @@ def soft_targets(logits, T: float = 1.0) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-# %% ../../modules/20_lowrank_distill/lowrank_distill_dev.py #327368b1
+# %% ../../modules/20_lowrank_distill/lowrank_distill_dev.py #2fa9ae17
 def distillation_loss(student_logits, teacher_logits, targets=None, T: float = 2.0, alpha: float = 0.5) -> Tensor:
     """`alpha * T^2 * KL(soft(teacher, T) || soft(student, T)) + (1 - alpha) * CE(student, targets)`, a scalar Tensor.
 
     KL is summed over classes and averaged over the batch; the teacher's logits are a constant (no
     gradient reaches the teacher). `targets` (int class indices) may be None only when `alpha == 1`.
+    Raises ValueError unless both logits have the same shape (N, C), and for missing targets.
     """
     if not isinstance(student_logits, Tensor):
         raise TypeError(f"student_logits must be a Tensor, got {type(student_logits).__name__}")
@@ -75,11 +76,12 @@ def distillation_loss(student_logits, teacher_logits, targets=None, T: float = 2
     return soft if hard is None else soft + hard * (1.0 - alpha)
 
 
-# %% ../../modules/20_lowrank_distill/lowrank_distill_dev.py #e03e0a3b
+# %% ../../modules/20_lowrank_distill/lowrank_distill_dev.py #dc602243
 def distill(student, teacher, train_loader, epochs: int = 1, T: float = 2.0, alpha: float = 0.5,
             optimizer=None, lr: float = 1e-3, val_loader=None, progress=None, callbacks=()) -> dict:
     """Train `student` to imitate `teacher` on `train_loader`'s batches with `distillation_loss`; the teacher
-    is not changed. Returns `{"loss", "train_acc", "val_acc"}`, one entry per epoch."""
+    is not changed. Returns `{"loss", "train_acc", "val_acc"}`, one entry per epoch. Raises ValueError
+    unless student and teacher are different models, and (from `distillation_loss`) for missing targets."""
     T, alpha = _check_temperature(T), _check_alpha(alpha)
     if student is teacher:
         raise ValueError("student and teacher must be different models (distill into a new, smaller model)")

@@ -43,14 +43,14 @@ def rank_for_energy(singular_values, energy: float) -> int:
     return int(np.searchsorted(kept, energy, side="left")) + 1
 
 
-# %% ../../modules/20_lowrank_distill/lowrank_distill_dev.py #75bdf62c
+# %% ../../modules/20_lowrank_distill/lowrank_distill_dev.py #27f99a78
 def low_rank_factorize(layer, rank: int | None = None, energy: float | None = None) -> Sequential:
     """`Sequential(Linear(in, r, bias=False), Linear(r, out))` computing the rank-`r` truncated SVD of `layer`.
 
     Give exactly one of `rank` (1 to min(in, out)) or `energy` (in (0, 1]: the smallest rank that keeps
     this fraction of the squared singular values). The square roots of the singular values go to both
     factors; the bias goes to the second layer. `layer` is not changed (a pruning mask on it is ignored:
-    the factors are dense).
+    the factors are dense). Raises ValueError for a bad rank or energy and for NaN or infinite weights.
     """
     if not isinstance(layer, Linear):
         raise TypeError(f"low_rank_factorize needs a Linear layer, got {type(layer).__name__}")

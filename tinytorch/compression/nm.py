@@ -5,12 +5,12 @@
 # %% auto #0
 __all__ = ['nm_mask', 'is_nm_sparse', 'nm_prune', 'position_bits', 'encode_nm', 'decode_nm', 'nm_nbytes']
 
-# %% ../../modules/18_compression/nm_sparsity_dev.py #e6f9f3fb
+# %% ../../modules/18_compression/nm_sparsity_dev.py #301fbd6d
 import numpy as np
 
 from ..core.tensor import Tensor
 from .prune import apply_mask, prunable_layers
-from .storage import pack_bits, unpack_bits
+from .encoding import pack_bits, unpack_bits
 from ..core.checks import is_int
 
 # %% ../../modules/18_compression/nm_sparsity_dev.py #32dafb82

@@ -5,17 +5,17 @@
 # %% auto #0
 __all__ = ['DIGITS_RECIPES', 'compress', 'save_dense']
 
-# %% ../../modules/18_compression/pipeline_dev.py #ff0b92c6
+# %% ../../modules/18_compression/pipeline_dev.py #eb4f4855
 import copy
 
 import numpy as np
 
 from .nm import encode_nm, is_nm_sparse, nm_prune, position_bits
-from .prune import (compress_weight, iterative_prune, magnitude_prune, measure_sparsity,
-                                         prunable_layers, prunable_weights)
+from .encoding import check_value_bits, compress_weight, pack_bits, unpack_bits
+from .prune import (iterative_prune, magnitude_prune, measure_sparsity, prunable_layers,
+                                         prunable_weights)
 from .qat import quantize_aware_finetune, share_weights
-from .storage import (CODINGS, CompressedModel, _check_value_bits, _layer_spec, pack_bits,
-                                           unpack_bits)
+from .storage import CODINGS, CompressedModel, _layer_spec
 from ..core.checks import is_int
 
 # %% ../../modules/18_compression/pipeline_dev.py #0cbca905
@@ -55,7 +55,7 @@ def _codebook_entry(name: str, entry: dict, codebook: np.ndarray) -> dict:
     arrays |= {"codebook": codebook, "values": pack_bits(order[at], bits)}
     return {**entry, "bits": bits, "arrays": arrays}
 
-# %% ../../modules/18_compression/pipeline_dev.py #892d3d7c
+# %% ../../modules/18_compression/pipeline_dev.py #ca108ac3
 def _check_nm(nm) -> tuple | None:
     ok = nm is None or (isinstance(nm, (tuple, list)) and len(nm) == 2
                         and all(is_int(v) for v in nm)
@@ -142,7 +142,7 @@ def compress(model, sparsity: float | None = None, bits: int = 8, index: str = "
     and the errors of `compress_weight` and `magnitude_prune`.
     """
     architecture = _layer_spec(model)
-    _check_value_bits(bias_bits)
+    check_value_bits(bias_bits)
     if coding not in CODINGS:
         raise ValueError(f"coding must be one of {CODINGS}, got {coding!r}")
     nm = _check_nm(nm)

@@ -6,14 +6,15 @@
 # %% auto #0
 __all__ = ['SparseLinear', 'to_sparse', 'measure_speedup']
 
-# %% ../../modules/18_compression/sparse_dev.py #08b6eabb
+# %% ../../modules/18_compression/sparse_dev.py #5e4b656d
 import copy
 
 import numpy as np
 
 from ..core.tensor import Tensor
 from ..core.layers import Linear, Module, Sequential
-from .prune import benchmark_inference, csr_matmul, encode_csr
+from .encoding import encode_csr
+from .inference import benchmark_inference, csr_matmul
 
 # %% ../../modules/18_compression/sparse_dev.py #61d81bfb
 class SparseLinear(Module):
