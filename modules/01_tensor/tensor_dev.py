@@ -262,29 +262,24 @@ class Tensor:
             return other.data
         return _coerce(other, self.data.dtype)
 
-    def __add__(self, other):
+    def _elementwise(self, other, op, name: str):
+        "`op(self, other)` with broadcasting; NotImplemented lets Python try the other operand's method."
         b = self._other(other)
         if b is None:
             return NotImplemented
-        return Tensor._wrap(_broadcast_op(np.add, self.data, b, "add"))
+        return Tensor._wrap(_broadcast_op(op, self.data, b, name))
+
+    def __add__(self, other):
+        return self._elementwise(other, np.add, "add")
 
     def __sub__(self, other):
-        b = self._other(other)
-        if b is None:
-            return NotImplemented
-        return Tensor._wrap(_broadcast_op(np.subtract, self.data, b, "subtract"))
+        return self._elementwise(other, np.subtract, "subtract")
 
     def __mul__(self, other):
-        b = self._other(other)
-        if b is None:
-            return NotImplemented
-        return Tensor._wrap(_broadcast_op(np.multiply, self.data, b, "multiply"))
+        return self._elementwise(other, np.multiply, "multiply")
 
     def __truediv__(self, other):
-        b = self._other(other)
-        if b is None:
-            return NotImplemented
-        return Tensor._wrap(_broadcast_op(np.divide, self.data, b, "divide"))
+        return self._elementwise(other, np.divide, "divide")
 
     def __neg__(self):
         return Tensor._wrap(np.negative(self.data))

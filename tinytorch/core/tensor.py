@@ -92,7 +92,7 @@ def _reshape_target(old_shape: tuple, shape: tuple) -> tuple:
                          f"into {shape} ({known} elements)")
     return shape
 
-# %% ../../modules/01_tensor/tensor_dev.py #10fb49d6
+# %% ../../modules/01_tensor/tensor_dev.py #c2b9690b
 class Tensor:
     "An n-dimensional array of numbers (float32 by default) with the operations networks need."
 
@@ -190,29 +190,24 @@ class Tensor:
             return other.data
         return _coerce(other, self.data.dtype)
 
-    def __add__(self, other):
+    def _elementwise(self, other, op, name: str):
+        "`op(self, other)` with broadcasting; NotImplemented lets Python try the other operand's method."
         b = self._other(other)
         if b is None:
             return NotImplemented
-        return Tensor._wrap(_broadcast_op(np.add, self.data, b, "add"))
+        return Tensor._wrap(_broadcast_op(op, self.data, b, name))
+
+    def __add__(self, other):
+        return self._elementwise(other, np.add, "add")
 
     def __sub__(self, other):
-        b = self._other(other)
-        if b is None:
-            return NotImplemented
-        return Tensor._wrap(_broadcast_op(np.subtract, self.data, b, "subtract"))
+        return self._elementwise(other, np.subtract, "subtract")
 
     def __mul__(self, other):
-        b = self._other(other)
-        if b is None:
-            return NotImplemented
-        return Tensor._wrap(_broadcast_op(np.multiply, self.data, b, "multiply"))
+        return self._elementwise(other, np.multiply, "multiply")
 
     def __truediv__(self, other):
-        b = self._other(other)
-        if b is None:
-            return NotImplemented
-        return Tensor._wrap(_broadcast_op(np.divide, self.data, b, "divide"))
+        return self._elementwise(other, np.divide, "divide")
 
     def __neg__(self):
         return Tensor._wrap(np.negative(self.data))
