@@ -1,12 +1,12 @@
 # %% [markdown]
 # # Module 18, given code: the compressed file format
 #
-# > The `.ttcz` file: bit packing, the decoders of the lesson's encodings, a compact binary format (version 2) with Huffman-coded streams, N:M positions and codebooks, and a loader that refuses damaged or hostile files.
+# > The `.ttcz` file: a compact binary format (version 2) with Huffman-coded streams, N:M positions and codebooks, `decompress_weight`, and a loader that refuses damaged or hostile files.
 #
-# Read it; you do not edit it. The lesson (`compression_dev.py`) has you write the *encoders*:
-# `encode_csr`, `encode_delta` and `compress_weight`. This notebook holds what turns their arrays
-# into a file and back: `pack_bits` / `unpack_bits` (codes narrower than a byte), the decoders,
-# `decompress_weight`, and `CompressedModel` with `load_compressed`. It runs top to bottom as a
+# Read it; you do not edit it. The lesson (`compression_dev.py`) has you write `encode_delta`
+# and `compress_weight`; its `encoding.py` also holds the bit packing and the decoders. This
+# notebook holds what turns their arrays into a file and back: `decompress_weight`, and
+# `CompressedModel` with `load_compressed`. It runs top to bottom as a
 # script: `python modules/18_compression/storage_dev.py`.
 
 # %%

@@ -342,7 +342,7 @@ def polynomial_schedule(initial: float, final: float, steps: int, power: float =
     targets[-1] = final  # exact, whatever the rounding
     return targets
 
-# %% ../../modules/18_compression/compression_dev.py #f7ddb2cf
+# %% ../../modules/18_compression/compression_dev.py #59ca68c0
 def iterative_prune(model, train_data, final_sparsity: float, steps: int, epochs_per_step: int = 1,
                     test_data=None, initial_sparsity: float = 0.0, power: float = 3,
                     scope: str = "global", min_keep: float = 0.0, lr: float = 1e-3, progress=None) -> dict:
@@ -352,6 +352,7 @@ def iterative_prune(model, train_data, final_sparsity: float, steps: int, epochs
     `{"step", "target", "sparsity", "accuracy"}`, each of length steps + 1: entry 0 is the model
     as given (step 0, target `initial_sparsity`, before pruning), entry t follows step t's
     fine-tuning. "accuracy" holds `evaluate(model, test_data)`, or None without `test_data`.
+    The masks stay on the weights.
     """
     targets = polynomial_schedule(initial_sparsity, final_sparsity, steps, power)
     if isinstance(epochs_per_step, bool) or not isinstance(epochs_per_step, (int, np.integer)) or epochs_per_step < 0:
