@@ -14,8 +14,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from tito.bench import SUITES
+
 ROOT = Path(__file__).resolve().parent.parent
-SUITES = ("18_compression",)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -593,7 +593,7 @@ def compression_sizes(cfg: Config, models: dict, log=print) -> dict:
 # --------------------------------------------------------------------------------------------
 
 def _macs(model, input_shape) -> int:
-    "Multiply-adds per sample (what a matmul kernel executes): module 19's FLOP count, halved."
+    "Multiply-adds per sample (what a matmul kernel executes): module 20's FLOP count, halved."
     return count_flops(model, input_shape) // 2
 
 

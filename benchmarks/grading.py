@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from tito import ONE_BLAS_THREAD
+
 ROOT = Path(__file__).resolve().parent.parent
 MODULE = "18_compression"
 
@@ -83,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         points = load_points(ROOT / "tests" / MODULE).tasks
         for code in [ROOT, *args.code]:
             out = Path(tmp) / f"grades-{code.name}"
-            env = dict(os.environ, PYTHONPATH=str(code), OPENBLAS_NUM_THREADS="1")
+            env = dict(os.environ, PYTHONPATH=str(code), **ONE_BLAS_THREAD)
             started = time.monotonic()
             proc = subprocess.run([sys.executable, "-m", "tito.cli", "grade", str(folder), "--module", MODULE,
                                    "--jobs", str(args.jobs), "--out", str(out)], cwd=code, env=env,

@@ -4,18 +4,12 @@
 (tito.graded.shared_tests says what they are), so released and graded tests find them too.
 """
 import copy
-import os
 import sys
 from pathlib import Path
 
-# One BLAS thread, before anything imports NumPy (tito.ONE_BLAS_THREAD says why). The processes
-# tito starts have it already, the grading sandbox among them, where tito is not importable;
-# a bare `pytest` gets it here.
-if "OPENBLAS_NUM_THREADS" not in os.environ:
-    from tito import ONE_BLAS_THREAD
-
-    for _name, _value in ONE_BLAS_THREAD.items():
-        os.environ.setdefault(_name, _value)
+# One BLAS thread, before anything imports NumPy: importing tinytorch sets it (tito.ONE_BLAS_THREAD
+# says why). The processes tito starts have it already; a bare `pytest` gets it here.
+import tinytorch  # noqa: F401
 
 import pytest  # noqa: E402
 from hypothesis import HealthCheck, Phase, settings  # noqa: E402
@@ -56,7 +50,7 @@ settings.register_profile("deterministic", derandomize=True, database=None, prin
 settings.register_profile("explore", derandomize=False, print_blob=True)
 settings.load_profile(HYPOTHESIS_MODE)
 
-# Module 18 and 19 tests: examples are small but each one may build a model, so no per-example
+# Module 18 and 20 tests: examples are small but each one may build a model, so no per-example
 # deadline and bounded counts. No shrinking: with an unfinished exercise every example fails, and
 # shrinking those failures would take minutes; the first failing example is reported as generated.
 # A folder opts in with settings.load_profile("tinytorch-compression"); it keeps the mode above.

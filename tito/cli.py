@@ -224,6 +224,24 @@ def cmd_autograder(args) -> int:
     return 0
 
 
+def cmd_tasks(args) -> int:
+    from .prerequisites import readme_block, task_table, update_readme
+
+    root = repo_root()
+    if args.readme:
+        modules = [resolve(root, args.module)] if args.module else _graded_modules(root)
+        path = Path(args.readme)
+        if not path.is_file():
+            raise TitoError(f"{path} does not exist", exit_code=2)
+        changed = update_readme(path, readme_block(root, modules))
+        print(f"{'updated' if changed else 'unchanged'}: the task tables in {path} ({', '.join(m.id for m in modules)})")
+        return 0
+    if not args.module:
+        raise TitoError("name a module, e.g. tito tasks 18, or pass --readme README.md", exit_code=2)
+    print(task_table(resolve(root, args.module), root))
+    return 0
+
+
 def cmd_compress(args) -> int:
     from .compress import run_compress
 
@@ -234,6 +252,14 @@ def cmd_bench(args) -> int:
     from .bench import run_bench
 
     return run_bench(args)
+
+
+def _module_out_force(p, module_help: str, out_name: str, out_help: str, func) -> None:
+    "The arguments of the commands that write one module's artefact: MODULE --out PATH [--force]."
+    p.add_argument("module", help=module_help)
+    p.add_argument("--out", required=True, metavar=out_name, help=out_help)
+    p.add_argument("--force", action="store_true", help=f"replace {out_name} if it exists")
+    p.set_defaults(func=func)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -263,11 +289,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace a notebook that is newer than the .py")
     p.set_defaults(func=cmd_notebook)
 
+    p = sub.add_parser("tasks", help="a module's tasks, points and the tasks each needs first (read from the code)")
+    p.add_argument("module", nargs="?", help="e.g. 18_compression (with --readme: default every graded module)")
+    p.add_argument("--readme", metavar="FILE", help="render the tables into FILE's '<!-- tasks: begin' block")
+    p.set_defaults(func=cmd_tasks)
+
     p = sub.add_parser("release", help="instructors: a student copy of the course without a module's solutions")
-    p.add_argument("module", help="the module whose solutions are removed, e.g. 18_compression")
-    p.add_argument("--out", required=True, metavar="DIR", help="where to write the student copy")
-    p.add_argument("--force", action="store_true", help="replace DIR if it exists")
-    p.set_defaults(func=cmd_release)
+    _module_out_force(p, "the module whose solutions are removed, e.g. 18_compression", "DIR",
+                      "where to write the student copy", cmd_release)
 
     p = sub.add_parser("grade", help="instructors: grade submissions against the visible and hidden tests")
     p.add_argument("submission", nargs="?",
@@ -295,10 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_grade)
 
     p = sub.add_parser("autograder", help="instructors: build a Gradescope autograder bundle")
-    p.add_argument("module", help="e.g. 18_compression")
-    p.add_argument("--out", required=True, metavar="ZIP", help="e.g. autograder.zip")
-    p.add_argument("--force", action="store_true", help="replace ZIP if it exists")
-    p.set_defaults(func=cmd_autograder)
+    _module_out_force(p, "e.g. 18_compression", "ZIP", "e.g. autograder.zip", cmd_autograder)
 
     p = sub.add_parser("compress", help="train a digits model, prune and quantize it, print the report")
     p.add_argument("--model", choices=["mlp", "cnn"], default="mlp", help="reference digits model (default mlp)")

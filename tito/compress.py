@@ -33,8 +33,15 @@ def _check(args) -> None:
         raise TitoError(f"--out must be a file path, but {args.out} is a folder", exit_code=2)
 
 
-def _row(cells, widths):
-    return "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+def _table(header, rows) -> list[str]:
+    "Lines of a plain-text table: the first column left-aligned, the others right; each as wide as its widest cell."
+    cells = [[str(c) for c in row] for row in (header, *rows)]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+
+    def line(row) -> str:
+        return "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths)))
+
+    return [line(cells[0]), line(["-" * w for w in widths]), *(line(row) for row in cells[1:])]
 
 
 def run_compress(args) -> int:
@@ -84,14 +91,12 @@ def run_compress(args) -> int:
 
     print()
     print(f"Compression report: digits {args.model.upper()}, seed {args.seed}, 360 test images")
-    widths = (46, 12, 8, 10)
-    print(_row(("model", "file bytes", "ratio", "accuracy"), widths))
-    print(_row(("-" * 46, "-" * 12, "-" * 8, "-" * 10), widths))
-    print(_row(("dense FP32", f"{dense_bytes:,}", "1.0x", f"{dense_acc:.2%}"), widths))
-    print(_row((f"pruned {measure_sparsity(model):.1%} (FP32, in memory)", "-", "-", f"{pruned_acc:.2%}"), widths))
+    rows = [("dense FP32", f"{dense_bytes:,}", "1.0x", f"{dense_acc:.2%}"),
+            (f"pruned {measure_sparsity(model):.1%} (FP32, in memory)", "-", "-", f"{pruned_acc:.2%}")]
     recipe = f"{'shared' if args.share else 'QAT'} {args.bits}-bit values, {args.coding}, file reloaded"
     for label, (size, accuracy, _) in (("pruned + INT8 values, file reloaded", int8), (f"pruned + {recipe}", final)):
-        print(_row((label, f"{size:,}", f"{dense_bytes / size:.1f}x", f"{accuracy:.2%}"), widths))
+        rows.append((label, f"{size:,}", f"{dense_bytes / size:.1f}x", f"{accuracy:.2%}"))
+    print("\n".join(_table(("model", "file bytes", "ratio", "accuracy"), rows)))
     print()
     print("sparsity by layer: " + ", ".join(f"{name} {value:.1%}" for name, value in per_layer.items()))
     size, final_acc, breakdown = final

@@ -13,8 +13,9 @@ import shutil
 from pathlib import Path
 
 from .errors import TitoError
-from .graded import copy_shared_tests, is_hidden_test, load_points, release_source, shared_tests, solution_tasks
-from .modules import Module, all_modules, resolve
+from .graded import copy_shared_tests, is_hidden_test, release_source, shared_tests, solution_tasks
+from .modules import all_modules, resolve
+from .prerequisites import task_table, write_shipped
 
 _SKIP = shutil.ignore_patterns("__pycache__", "*.pyc", "*.ipynb", ".ipynb_checkpoints", ".pytest_cache",
                                ".hypothesis")
@@ -35,8 +36,8 @@ pip install -e ".[test]"              # once; add ",jupyter" for JupyterLab: pip
 3. `tito test {module}` runs everything: one line per task (done, failing, not started, blocked by X).
 4. Jupyter instead: `tito notebook {module}`, then `jupyter lab modules/{module}/{name}_dev.ipynb`; `tito test` syncs your notebook edits back into the `.py`.
 
-A task "blocked by X" needs task X first; the notebook keeps running past unfinished exercises,
-so every task's tests count. For a failing task you see the expected and the actual value and
+A task "blocked by X" needs task X first (the table's last column lists what each task needs,
+read from the code); the notebook keeps running past unfinished exercises, so every task's tests count. For a failing task you see the expected and the actual value and
 the line; `-v` shows the full output. Nothing you write is lost: when a notebook edit replaces
 the `.py`, the old one is kept in `.tito_backups/`.
 
@@ -54,20 +55,6 @@ HIDDEN_NOTE = """Your grade also counts hidden tests that are not in this copy, 
 general, not just for the visible tests.
 
 """
-
-
-def _task_table(module: Module, root: Path) -> str:
-    points = load_points(module.tests_folder(root))
-    tasks = solution_tasks(module.source)
-    if not tasks:
-        return "(this module has no graded tasks)"
-    lines = ["| task | points |", "| --- | --- |"]
-    for task in tasks:
-        value = points.tasks.get(task) if points else None
-        lines.append(f"| `{task}` | {value:g} |" if value is not None else f"| `{task}` | - |")
-    if points:
-        lines.append(f"| **total** | **{points.total:g}** |")
-    return "\n".join(lines)
 
 
 def release(root: Path, wanted: str, out: Path, force: bool = False) -> Path:
@@ -112,6 +99,9 @@ def release(root: Path, wanted: str, out: Path, force: bool = False) -> Path:
                 shutil.copytree(folder, staging / "tests" / folder.name, ignore=_SKIP)
                 for hidden in [p for p in (staging / "tests" / folder.name).rglob("*.py") if is_hidden_test(p)]:
                     hidden.unlink()
+        # What each task needs first, by the reference: the copy's stubs call nothing.
+        (staging / "tests" / module.id).mkdir(parents=True, exist_ok=True)
+        write_shipped(module, staging / "tests" / module.id)
         shutil.copytree(Path(__file__).resolve().parent, staging / "tito", ignore=_SKIP)
         for name in ("pyproject.toml", "LICENSE", ".gitignore"):
             if (root / name).is_file():
@@ -121,7 +111,7 @@ def release(root: Path, wanted: str, out: Path, force: bool = False) -> Path:
         has_hidden = any(is_hidden_test(p) for p in module.tests_folder(root).rglob("*.py"))
         hidden = HIDDEN_NOTE if has_hidden else ""
         (staging / "README.md").write_text(STUDENT_README.format(
-            course=course, module=module.id, name=module.name, tasks=_task_table(module, root), hidden=hidden),
+            course=course, module=module.id, name=module.name, tasks=task_table(module, root), hidden=hidden),
             encoding="utf-8")
         for other in all_modules(staging):
             export_module(other, staging, quiet=True)

@@ -6,7 +6,8 @@ by their `task` marker (`--tito-tasks`) and writes one record per test (`--tito-
 results are then grouped by task, in exercise order:
 
 - a test that hits `NotImplementedError("Task T: ...")` of its own task T: T is "not started";
-- a test of T that hits the stub of another task X is "blocked by X", not a failure of T;
+- a test of T that hits the stub of another task X is "blocked by X", not a failure of T, and
+  "blocked by" names every unfinished task T needs (tito.prerequisites reads them from the code);
 - a notebook cell that hits a stub is "waiting for task X", and so are the cells that need a
   name such a cell should have defined; the run goes on, so later exercises' tests still count.
 """
@@ -270,6 +271,7 @@ class ModuleResult:
     other: list[Check] = field(default_factory=list)  # ungraded tests and failing notebook cells
     waiting_cells: int = 0
     covered: list[str] = field(default_factory=list)  # tasks a partial (-k) run tested
+    needs: dict[str, list[str]] = field(default_factory=dict)  # task -> unfinished tasks it needs first
     figures: list[str] = field(default_factory=list)
 
     @property
@@ -459,7 +461,9 @@ def _check_from_cell(record: dict, filename: str, tasks: list[str]) -> Check:
     return Check(name, record.get("task"), status, waiting if status == "blocked" else None, detail)
 
 
-def _state(result: TaskResult, order: list[str]) -> str:
+def _state(result: TaskResult, order: list[str], unfinished: list[str] = ()) -> str:
+    """done, not started, failing or "blocked by X, Y": every unfinished task it needs, those its
+    tests hit and those its solution calls (`unfinished`, from tito.prerequisites) alike."""
     statuses = [c.status for c in result.checks]
     if not statuses:
         return "no tests"
@@ -469,9 +473,19 @@ def _state(result: TaskResult, order: list[str]) -> str:
         return "not started"
     if "failed" in statuses:
         return "failing"
-    blockers = [c.blocked_by for c in result.checks if c.blocked_by]
-    blockers.sort(key=lambda t: order.index(t) if t in order else len(order))
-    return f"blocked by {blockers[0]}"
+    blockers = set(unfinished) | {c.blocked_by for c in result.checks if c.blocked_by}
+    return "blocked by " + ", ".join(sorted(blockers, key=lambda t: (order.index(t) if t in order else len(order), t)))
+
+
+def unfinished_prerequisites(module: Module, root: Path) -> dict[str, list[str]]:
+    "For each task, the tasks it needs first (derived from the code) that are still the released stub."
+    from .prerequisites import shipped_prerequisites, unfinished_tasks
+
+    try:
+        needs, left = shipped_prerequisites(module, root), set(unfinished_tasks(module))
+    except (OSError, UnicodeDecodeError):
+        return {}
+    return {task: [t for t in before if t in left] for task, before in needs.items()}
 
 
 def summarise(module: Module, root: Path, cells: list[dict], tests: list[dict], tasks_run: list[str] | None,
@@ -502,10 +516,11 @@ def summarise(module: Module, root: Path, cells: list[dict], tests: list[dict], 
             check.status = "failed"
             result.other.append(check)
     reached = {c.get("waiting_for") for c in cells if c["status"] == "waiting"}  # stubs the notebook hit
+    result.needs = unfinished_prerequisites(module, root)
     for task_result in by_task.values():
         task_result.total = sum(1 for c in task_result.checks if c.status != "skipped")
         task_result.passed = sum(1 for c in task_result.checks if c.status == "passed")
-        task_result.state = _state(task_result, order)
+        task_result.state = _state(task_result, order, result.needs.get(task_result.task, []))
         if task_result.state == "no tests" and task_result.task in reached:
             task_result.state = "not started"
     waiting = [c for c in cells if c["status"] == "waiting" and c["kind"] != "test"]
@@ -649,10 +664,16 @@ def print_result(result: ModuleResult, has_tests: bool = True) -> None:
         hint = next((c.detail[0] for c in todo.checks if c.status == "not started" and c.detail), "")
         then = f"; then tito test {result.module} --task {todo.task}" if result.tasks_run is None else ""
         print(f"next: task {todo.task}" + (f", {hint}" if hint else "") + then)
-    blocked = next((t for t in result.task_results if t.state.startswith("blocked by")), None)
-    if failing is None and blocked is not None and result.tasks_run is not None:
-        blocker = blocked.state.split()[-1]
-        print(f"{blocked.task} needs task {blocker}, which is not finished: tito test {result.module} --task {blocker}")
+    if result.tasks_run is not None:
+        # Every unfinished task the chosen ones need, at once: not one per run.
+        for task in result.task_results:
+            if task.state == "done":
+                continue
+            blockers = task.state[len("blocked by "):].split(", ") if task.state.startswith("blocked by ") else []
+            missing = blockers or result.needs.get(task.task, [])
+            if missing:
+                print(f"{task.task} needs {len(missing)} unfinished task(s) first: {', '.join(missing)} "
+                      f"(tito test {result.module} --task {','.join(missing)})")
     if result.figures and result.tasks_run is None:
         print(f"  plots: {len(result.figures)} figure(s) saved in {Path(result.figures[0]).parent}")
 

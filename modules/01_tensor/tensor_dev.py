@@ -17,6 +17,8 @@ import numbers
 
 import numpy as np
 
+from tinytorch.core.checks import is_int
+
 # %% [markdown]
 # ## 1. One seeded random generator
 #
@@ -34,7 +36,7 @@ _default_rng = np.random.default_rng(0)
 def manual_seed(seed: int) -> np.random.Generator:
     "Reset the library-wide random generator to `seed` (a non-negative int) and return it."
     global _default_rng
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+    if not is_int(seed) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     _default_rng = np.random.default_rng(int(seed))
     return _default_rng
@@ -113,7 +115,7 @@ def _reshape_target(old_shape: tuple, shape: tuple) -> tuple:
     "Validate `shape` (ints, at most one -1) against `old_shape` and return the resolved shape."
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = tuple(shape[0])  # reshape((2, 3)) and reshape(2, 3) both work
-    if not all(isinstance(n, numbers.Integral) and not isinstance(n, bool) for n in shape):
+    if not all(is_int(n) for n in shape):
         raise TypeError(f"reshape expects integer sizes, got {shape}")
     shape = tuple(int(n) for n in shape)
     size = int(np.prod(old_shape, dtype=np.int64))
@@ -260,29 +262,24 @@ class Tensor:
             return other.data
         return _coerce(other, self.data.dtype)
 
-    def __add__(self, other):
+    def _elementwise(self, other, op, name: str):
+        "`op(self, other)` with broadcasting; NotImplemented lets Python try the other operand's method."
         b = self._other(other)
         if b is None:
             return NotImplemented
-        return Tensor._wrap(_broadcast_op(np.add, self.data, b, "add"))
+        return Tensor._wrap(_broadcast_op(op, self.data, b, name))
+
+    def __add__(self, other):
+        return self._elementwise(other, np.add, "add")
 
     def __sub__(self, other):
-        b = self._other(other)
-        if b is None:
-            return NotImplemented
-        return Tensor._wrap(_broadcast_op(np.subtract, self.data, b, "subtract"))
+        return self._elementwise(other, np.subtract, "subtract")
 
     def __mul__(self, other):
-        b = self._other(other)
-        if b is None:
-            return NotImplemented
-        return Tensor._wrap(_broadcast_op(np.multiply, self.data, b, "multiply"))
+        return self._elementwise(other, np.multiply, "multiply")
 
     def __truediv__(self, other):
-        b = self._other(other)
-        if b is None:
-            return NotImplemented
-        return Tensor._wrap(_broadcast_op(np.divide, self.data, b, "divide"))
+        return self._elementwise(other, np.divide, "divide")
 
     def __neg__(self):
         return Tensor._wrap(np.negative(self.data))

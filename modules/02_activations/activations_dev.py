@@ -18,6 +18,7 @@
 #| export
 import numpy as np
 from tinytorch.core.tensor import Tensor
+from tinytorch.core.checks import is_int
 
 # %% [markdown]
 # ## 1. A common base
@@ -146,7 +147,7 @@ class Softmax(Activation):
     "Softmax along `dim` (default: last): non-negative outputs that sum to 1 along `dim`."
 
     def __init__(self, dim: int = -1):
-        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
+        if not is_int(dim):
             raise TypeError(f"dim must be an int, got {type(dim).__name__}")
         self.dim = int(dim)
 

@@ -17,6 +17,7 @@
 import numpy as np
 from tinytorch.core.tensor import Tensor, get_rng
 from tinytorch.core.activations import Activation
+from tinytorch.core.checks import is_int, is_real
 
 # %% [markdown]
 # ## 1. Module: automatic bookkeeping
@@ -41,7 +42,7 @@ def _rng(rng) -> np.random.Generator:
         return get_rng()
     if isinstance(rng, np.random.Generator):
         return rng
-    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
+    if is_int(rng):
         return np.random.default_rng(int(rng))
     raise TypeError(f"rng must be a numpy Generator, an int seed or None, got {type(rng).__name__}")
 
@@ -215,7 +216,7 @@ def _check_input(x, layer) -> None:
 
 
 def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+    if not is_int(value) or value <= 0:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
     return int(value)
 
@@ -305,7 +306,7 @@ class Sequential(Module):
         items = list(self._modules.items())
         if isinstance(index, slice):
             return Sequential(dict(items[index]))
-        if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+        if not is_int(index):
             raise TypeError(f"Sequential indices must be ints or slices, got {type(index).__name__}")
         if not -len(items) <= index < len(items):
             raise IndexError(f"index {index} is out of range for a Sequential of {len(items)} layers")
@@ -362,7 +363,7 @@ class Dropout(Module):
 
     def __init__(self, p: float = 0.5, rng=None):
         super().__init__()
-        if isinstance(p, bool) or not isinstance(p, (int, float, np.floating, np.integer)) or not 0.0 <= p <= 1.0:
+        if not is_real(p) or not 0.0 <= p <= 1.0:
             raise ValueError(f"Dropout probability p must be in [0, 1], got {p!r}")
         self.p = float(p)
         # None: draw from the library-wide generator at call time, so manual_seed() applies.

@@ -34,6 +34,16 @@ def _reduce(losses: Tensor, reduction: str) -> Tensor:
         return losses.sum()
     return losses
 
+
+class _Loss:
+    "What every loss shares: a checked `reduction`, and calling the loss runs its `forward`."
+
+    def __init__(self, reduction: str = "mean"):
+        self.reduction = _check_reduction(reduction)
+
+    def __call__(self, *args) -> Tensor:
+        return self.forward(*args)
+
 # %% [markdown]
 # ## 1. Mean squared error
 # `mean((pred - target)^2)`. Squaring punishes big misses much more than small ones and
@@ -43,14 +53,8 @@ def _reduce(losses: Tensor, reduction: str) -> Tensor:
 
 # %%
 #| export
-class MSELoss:
+class MSELoss(_Loss):
     "Mean squared error between a prediction Tensor and a target of the same shape."
-
-    def __init__(self, reduction: str = "mean"):
-        self.reduction = _check_reduction(reduction)
-
-    def __call__(self, pred: Tensor, target) -> Tensor:
-        return self.forward(pred, target)
 
     def forward(self, pred: Tensor, target) -> Tensor:
         if not isinstance(pred, Tensor):
@@ -105,14 +109,8 @@ def _check_targets(targets, n: int, num_classes: int) -> np.ndarray:
     return targets
 
 
-class CrossEntropyLoss:
+class CrossEntropyLoss(_Loss):
     "Softmax cross-entropy from raw logits (N, C) and integer class targets (N,)."
-
-    def __init__(self, reduction: str = "mean"):
-        self.reduction = _check_reduction(reduction)
-
-    def __call__(self, logits: Tensor, targets) -> Tensor:
-        return self.forward(logits, targets)
 
     def forward(self, logits: Tensor, targets) -> Tensor:
         if not isinstance(logits, Tensor):

@@ -15,6 +15,7 @@
 #| export
 import numpy as np
 from tinytorch.core.tensor import Tensor
+from tinytorch.core.checks import is_int, is_real
 
 # %% [markdown]
 # ## 1. The shared part, and how pruning survives training
@@ -37,7 +38,7 @@ from tinytorch.core.tensor import Tensor
 #| export
 def _check_number(value, name: str, low: float, high: float = None, low_open: bool = False) -> float:
     "A real number in [low, high) (or (low, high) if low_open); high=None means no upper bound."
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    ok = is_real(value)
     ok = ok and (low < value if low_open else low <= value) and (high is None or value < high)
     if not ok:
         if high is None:
@@ -256,7 +257,7 @@ class CosineLR:
     "`fit` callback: cosine-decays `optimizer.lr` from its current value to 0 over `epochs`."
 
     def __init__(self, optimizer, epochs: int):
-        if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs <= 0:
+        if not is_int(epochs) or epochs <= 0:
             raise ValueError(f"epochs must be a positive int, got {epochs!r}")
         self.optimizer, self.epochs, self.base_lr = optimizer, int(epochs), optimizer.lr
 

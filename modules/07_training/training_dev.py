@@ -29,6 +29,7 @@ import numpy as np
 from tqdm import tqdm
 from tinytorch.core.tensor import Tensor
 from tinytorch.core.autograd import no_grad
+from tinytorch.core.checks import is_int
 
 # %% [markdown]
 # ## 1. Accuracy
@@ -134,6 +135,11 @@ print("✓ predict returns the outputs, evaluate averages over samples, modes ar
 # **Callbacks.** Any object with `on_step_end(model)` and/or
 # `on_epoch_end(model, epoch, history)` methods; `fit` calls whichever exist.
 #
+# **Losses that need the inputs.** `loss_fn(logits, y)` is all most losses need. With
+# `loss_needs_inputs=True`, `fit` calls `loss_fn(logits, y, X)` instead: distillation
+# (Module 20) asks a teacher model about the same inputs `X`. Targets may then be `None`
+# (no labels: `train_acc` is `None`). `desc` names the progress bar.
+#
 # **Determinism.** `fit` draws no random numbers itself: the shuffling order comes from
 # the loader's seed and Dropout from its `rng` or `manual_seed`, so the same seeds give
 # the same history, bit for bit.
@@ -150,9 +156,9 @@ def _callback_hooks(callbacks, name: str) -> list:
 
 
 def fit(model, train_loader, loss_fn, optimizer, epochs: int = 1, val_loader=None,
-        progress=None, callbacks=()) -> dict:
+        progress=None, callbacks=(), loss_needs_inputs: bool = False, desc: str = "training") -> dict:
     "Train for `epochs` passes; returns {'loss': [...], 'train_acc': [...], 'val_acc': [...]}, one entry per epoch."
-    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
+    if not is_int(epochs) or epochs < 1:
         raise ValueError(f"epochs must be a positive int, got {epochs!r}")
     if progress not in (None, True, False):
         raise ValueError(f"progress must be None (auto), True or False, got {progress!r}")
@@ -165,7 +171,7 @@ def fit(model, train_loader, loss_fn, optimizer, epochs: int = 1, val_loader=Non
         total = None
     history = {"loss": [], "train_acc": [], "val_acc": []}
     bar = tqdm(total=total, disable=progress is False, delay=0 if progress else 2,
-               desc="training", unit="batch", leave=False)
+               desc=desc, unit="batch", leave=False)
     try:
         for epoch in range(epochs):
             model.train()
@@ -174,14 +180,15 @@ def fit(model, train_loader, loss_fn, optimizer, epochs: int = 1, val_loader=Non
             last = {"loss": f"{history['loss'][-1]:.4f}"} if history["loss"] else {}
             bar.set_postfix(epoch=f"{epoch + 1}/{epochs}", **last, refresh=False)
             for X, y in train_loader:
+                X = _as_tensor(X)
                 optimizer.zero_grad()
-                logits = model(_as_tensor(X))
-                loss = loss_fn(logits, y)
+                logits = model(X)
+                loss = loss_fn(logits, y, X) if loss_needs_inputs else loss_fn(logits, y)
                 loss.backward()
                 optimizer.step()
                 for hook in step_hooks:
                     hook(model)
-                n = len(y)
+                n = logits.shape[0]                # y may be None (a loss that needs no labels)
                 loss_sum += loss.item() * n
                 if correct is not None and _are_class_labels(logits, y):
                     correct += accuracy(logits, y) * n

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from tinytorch.core.tensor import Tensor, get_rng
+from tinytorch.core.checks import is_int
 
 # %% [markdown]
 # Training never looks at the whole dataset at once. Each optimizer step sees a *mini-batch*:
@@ -126,9 +127,9 @@ class DataLoader:
 
     def __init__(self, dataset: Dataset, batch_size: int = 32, shuffle: bool = False,
                  seed: int | None = None, drop_last: bool = False):
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
+        if not is_int(batch_size) or batch_size <= 0:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+        if seed is not None and (not is_int(seed)):
             raise TypeError(f"seed must be an int or None, got {seed!r}")
         self.dataset = dataset
         self.batch_size = int(batch_size)

@@ -33,6 +33,7 @@ import numpy as np
 from tinytorch.core.tensor import Tensor
 from tinytorch.core.layers import Linear, Module
 from tinytorch.core.spatial import Conv2d, conv2d
+from tinytorch.core.checks import is_int
 
 # %%
 import matplotlib.pyplot as plt
@@ -80,7 +81,7 @@ def qrange(bits: int = 8) -> tuple[int, int]:
 
 def _check_bits(bits) -> None:
     # Codes live in int8 containers, so more than 8 bits cannot fit; 1 bit has no positive code.
-    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 2 <= bits <= 8:
+    if not is_int(bits) or not 2 <= bits <= 8:
         raise ValueError(f"bits must be an integer in [2, 8], got {bits!r}")
 
 
@@ -125,7 +126,7 @@ class QuantParams:
                     f"got shapes {scale.shape} and {zero_point.shape}")
             scale, zero_point = scale.reshape(()), zero_point.reshape(())
         else:
-            if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+            if not is_int(axis):
                 raise ValueError(f"axis must be an int or None, got {axis!r}")
             if scale.ndim != 1 or zero_point.shape != scale.shape:
                 raise ValueError(
@@ -229,7 +230,7 @@ def compute_qparams(x, bits: int = 8, symmetric: bool = False, per_channel: bool
     if per_channel:
         if x.ndim == 0:
             raise ValueError("per_channel=True needs an array with at least one dimension, got a scalar")
-        if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or not -x.ndim <= axis < x.ndim:
+        if not is_int(axis) or not -x.ndim <= axis < x.ndim:
             raise ValueError(f"axis must be an int in [{-x.ndim}, {x.ndim - 1}] for shape {x.shape}, got {axis!r}")
         axis = int(axis) % x.ndim
         others = tuple(d for d in range(x.ndim) if d != axis)
@@ -491,6 +492,10 @@ print(f"✓ QuantizedArray: {w.nbytes} bytes FP32 -> {qa.nbytes} bytes INT8 per-
 # The quantized layers hold NumPy arrays, not trainable `Tensor`s: `parameters()` is empty,
 # because a quantized model is for inference. To fine-tune, dequantize it back to a float
 # model (`dequantize_model`, below).
+#
+# Both quantized layers, `QuantizedLinear` and `QuantizedConv2d`, derive from one base,
+# `QuantizedLayer`, which holds what they share: checking and storing the weight and bias,
+# `from_float`, `nbytes` and `to_float`. Each layer adds only its `forward`.
 
 # %%
 #| export
@@ -504,33 +509,62 @@ def _load_into(param, values: np.ndarray) -> None:
     param.data[...] = values
 
 
-class QuantizedLinear(Module):
-    "Inference-only `Linear` with int8 weights (+ scales) and a float32 bias; dequantizes on the fly."
+class QuantizedLayer(Module):
+    """What every quantized layer shares: an int8 `QuantizedArray` weight whose axis 0 is the
+    outputs, a float32 bias, `from_float`, `nbytes` and `to_float`. A subclass names its float
+    layer's weight shape (`weight_axes`), the float layer's other settings (`_settings`), how
+    to build an empty float layer (`_empty_float`) and its `forward`."""
+
+    weight_axes: tuple = ()                        # e.g. ("out", "in") for a Linear
 
     def __init__(self, weight: QuantizedArray, bias: np.ndarray | None = None):
         super().__init__()
-        if not isinstance(weight, QuantizedArray) or len(weight.shape) != 2:
-            raise ValueError(f"weight must be a 2-d QuantizedArray (out, in), got {weight!r}")
-        out_features, in_features = weight.shape
+        if not isinstance(weight, QuantizedArray) or len(weight.shape) != len(self.weight_axes):
+            raise ValueError(f"weight must be a {len(self.weight_axes)}-d QuantizedArray "
+                             f"({', '.join(self.weight_axes)}), got {weight!r}")
         if bias is not None:
             bias = np.asarray(bias, dtype=np.float32)
-            if bias.shape != (out_features,):
-                raise ValueError(f"bias must have shape ({out_features},), got {bias.shape}")
-        self.in_features, self.out_features = in_features, out_features
+            if bias.shape != (weight.shape[0],):
+                raise ValueError(f"bias must have shape ({weight.shape[0]},), got {bias.shape}")
         self.weight, self.bias = weight, bias
 
     @classmethod
-    def from_float(cls, linear: Linear, bits: int = 8, symmetric: bool = True,
-                   per_channel: bool = True) -> "QuantizedLinear":
-        "Quantize a trained `Linear` (one scale per output neuron when `per_channel`)."
-        weight = quantize_array(linear.weight.data, bits=bits, symmetric=symmetric,
+    def from_float(cls, layer, bits: int = 8, symmetric: bool = True, per_channel: bool = True):
+        "Quantize a trained float layer (one scale per output when `per_channel`)."
+        weight = quantize_array(layer.weight.data, bits=bits, symmetric=symmetric,
                                 per_channel=per_channel, axis=0)
-        return cls(weight, _float_param(linear.bias))
+        return cls(weight, _float_param(layer.bias), **cls._settings(layer))
+
+    @staticmethod
+    def _settings(layer) -> dict:
+        "The float layer's settings besides its weight and bias (a conv's stride and padding)."
+        return {}
 
     @property
     def nbytes(self) -> int:
         "Stored bytes: int8 codes, scales, zero points and the float32 bias."
         return self.weight.nbytes + (0 if self.bias is None else int(self.bias.nbytes))
+
+    def to_float(self) -> Module:
+        "The float layer holding the dequantized weights (trainable again)."
+        layer = self._empty_float()
+        _load_into(layer.weight, self.weight.dequantize())
+        if self.bias is not None:
+            _load_into(layer.bias, self.bias)
+        return layer
+
+    def _empty_float(self) -> Module:
+        raise NotImplementedError
+
+
+class QuantizedLinear(QuantizedLayer):
+    "Inference-only `Linear` with int8 weights (+ scales) and a float32 bias; dequantizes on the fly."
+
+    weight_axes = ("out", "in")
+
+    def __init__(self, weight: QuantizedArray, bias: np.ndarray | None = None):
+        super().__init__(weight, bias)
+        self.out_features, self.in_features = weight.shape
 
     def forward(self, x: Tensor) -> Tensor:
         if not isinstance(x, Tensor):
@@ -543,15 +577,9 @@ class QuantizedLinear(Module):
             out = out + Tensor(self.bias)
         return out
 
-    def to_float(self) -> Linear:
-        "A float `Linear` holding the dequantized weights (trainable again)."
+    def _empty_float(self) -> Linear:
         # A private generator: building the layer must not consume the library-wide random stream.
-        layer = Linear(self.in_features, self.out_features, bias=self.bias is not None,
-                       rng=np.random.default_rng(0))
-        _load_into(layer.weight, self.weight.dequantize())
-        if self.bias is not None:
-            _load_into(layer.bias, self.bias)
-        return layer
+        return Linear(self.in_features, self.out_features, bias=self.bias is not None, rng=np.random.default_rng(0))
 
     def extra_repr(self) -> str:
         p = self.weight.params
@@ -573,39 +601,25 @@ assert np.allclose(qlin(x).data, qlin.to_float()(x).data, atol=1e-6)
 print("✓ QuantizedLinear stores", qlin.nbytes, "bytes and reproduces Linear up to rounding")
 
 # %% [markdown]
-# `QuantizedConv2d` is the same idea for a `Conv2d` weight `(out, in, kh, kw)`: axis 0 holds
+# `QuantizedConv2d` is the same base for a `Conv2d` weight `(out, in, kh, kw)`: axis 0 holds
 # the output channels (filters), so per-channel means one scale per filter. The forward pass
 # calls Module 09's functional `conv2d` with the dequantized weight.
 
 # %%
 #| export
-class QuantizedConv2d(Module):
+class QuantizedConv2d(QuantizedLayer):
     "Inference-only `Conv2d` with int8 weights (+ scales) and a float32 bias; dequantizes on the fly."
 
+    weight_axes = ("out", "in", "kh", "kw")
+
     def __init__(self, weight: QuantizedArray, bias: np.ndarray | None = None, stride=1, padding=0):
-        super().__init__()
-        if not isinstance(weight, QuantizedArray) or len(weight.shape) != 4:
-            raise ValueError(f"weight must be a 4-d QuantizedArray (out, in, kh, kw), got {weight!r}")
+        super().__init__(weight, bias)
         self.out_channels, self.in_channels, kh, kw = weight.shape
-        if bias is not None:
-            bias = np.asarray(bias, dtype=np.float32)
-            if bias.shape != (self.out_channels,):
-                raise ValueError(f"bias must have shape ({self.out_channels},), got {bias.shape}")
         self.kernel_size, self.stride, self.padding = (kh, kw), stride, padding
-        self.weight, self.bias = weight, bias
 
-    @classmethod
-    def from_float(cls, conv: Conv2d, bits: int = 8, symmetric: bool = True,
-                   per_channel: bool = True) -> "QuantizedConv2d":
-        "Quantize a trained `Conv2d` (one scale per output channel when `per_channel`)."
-        weight = quantize_array(conv.weight.data, bits=bits, symmetric=symmetric,
-                                per_channel=per_channel, axis=0)
-        return cls(weight, _float_param(conv.bias), stride=conv.stride, padding=conv.padding)
-
-    @property
-    def nbytes(self) -> int:
-        "Stored bytes: int8 codes, scales, zero points and the float32 bias."
-        return self.weight.nbytes + (0 if self.bias is None else int(self.bias.nbytes))
+    @staticmethod
+    def _settings(conv) -> dict:
+        return {"stride": conv.stride, "padding": conv.padding}
 
     def forward(self, x: Tensor) -> Tensor:
         if not isinstance(x, Tensor):
@@ -615,14 +629,9 @@ class QuantizedConv2d(Module):
         bias = None if self.bias is None else Tensor(self.bias)
         return conv2d(x, Tensor(self.weight.dequantize()), bias, self.stride, self.padding)
 
-    def to_float(self) -> Conv2d:
-        "A float `Conv2d` holding the dequantized weights (trainable again)."
-        layer = Conv2d(self.in_channels, self.out_channels, self.kernel_size, stride=self.stride,
-                       padding=self.padding, bias=self.bias is not None, rng=np.random.default_rng(0))
-        _load_into(layer.weight, self.weight.dequantize())
-        if self.bias is not None:
-            _load_into(layer.bias, self.bias)
-        return layer
+    def _empty_float(self) -> Conv2d:
+        return Conv2d(self.in_channels, self.out_channels, self.kernel_size, stride=self.stride,
+                      padding=self.padding, bias=self.bias is not None, rng=np.random.default_rng(0))
 
     def extra_repr(self) -> str:
         p = self.weight.params
@@ -666,7 +675,7 @@ def model_nbytes(model) -> int:
     and biases of any quantized layers (`QuantizedLinear`, `QuantizedConv2d`)."""
     total = sum(int(p.data.nbytes) for p in model.parameters())
     for layer in model.modules():
-        if isinstance(layer, (QuantizedLinear, QuantizedConv2d)):
+        if isinstance(layer, QuantizedLayer):
             total += layer.nbytes
     return total
 
@@ -710,7 +719,7 @@ class QuantizedModel(Module):
         "(name, layer) pairs of the quantized layers, in order, names as in the float model."
         found = []
         for name, layer in self.model.named_modules():
-            if isinstance(layer, (QuantizedLinear, QuantizedConv2d)):
+            if isinstance(layer, QuantizedLayer):
                 found.append((name, layer))
         return found
 
@@ -740,7 +749,7 @@ def dequantize_model(qmodel: QuantizedModel) -> Module:
         raise TypeError(f"qmodel must be a QuantizedModel (from quantize_model), got {type(qmodel).__name__}")
 
     def swap(layer):
-        if isinstance(layer, (QuantizedLinear, QuantizedConv2d)):
+        if isinstance(layer, QuantizedLayer):
             return layer.to_float()
         return None
 

@@ -27,6 +27,8 @@ import heapq
 
 import numpy as np
 
+from tinytorch.core.checks import is_int
+
 # %%
 import time
 import zlib
@@ -116,7 +118,7 @@ print("✓ entropy: 2 bits for 4 equal symbols, 1.5 bits for p = (1/2, 1/4, 1/4)
 # %%
 #| export
 def _check_max_length(max_length) -> int:
-    if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)) \
+    if not is_int(max_length) \
             or not 1 <= max_length <= MAX_CODE_LENGTH:
         raise ValueError(f"max_length must be an int in [1, {MAX_CODE_LENGTH}], got {max_length!r}")
     return int(max_length)
@@ -359,7 +361,7 @@ def huffman_decode(data, lengths, count: int) -> np.ndarray:
     """
     lengths = _check_lengths(lengths)
     data = _as_bytes(data)
-    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
+    if not is_int(count) or count < 0:
         raise ValueError(f"count must be an int >= 0, got {count!r}")
     count = int(count)
     nbits = 8 * data.size

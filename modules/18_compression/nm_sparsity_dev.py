@@ -22,12 +22,9 @@
 # | (the timing) | why NumPy does not get faster | a gather-based 2:4 matmul vs dense BLAS |
 
 # %%
-# One BLAS thread, as in the lesson: the timing at the end compares dense BLAS with our gather
-# code on equal terms on a shared 2-core machine. (This must run before NumPy is imported.)
-import os
-
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+# One BLAS thread: the timing at the end compares dense BLAS with our gather code on equal terms
+# on a shared 2-core machine. Importing tinytorch before NumPy sets it (tinytorch/__init__.py).
+import tinytorch  # noqa: F401
 
 # %%
 #| default_exp compression.nm
@@ -39,6 +36,7 @@ import numpy as np
 from tinytorch.core.tensor import Tensor
 from tinytorch.compression.prune import apply_mask, prunable_layers
 from tinytorch.compression.encoding import pack_bits, unpack_bits
+from tinytorch.core.checks import is_int
 
 # %%
 import copy
@@ -89,9 +87,6 @@ NOTEBOOK_START = time.perf_counter()
 #| export
 def _check_nm(n, m) -> None:
     "Raise a ValueError unless `m` is an int >= 2 and `n` an int from 1 to `m`."
-    def is_int(value):
-        return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
     if not is_int(m) or m < 2:
         raise ValueError(f"m must be an int >= 2, got {m!r}")
     if not is_int(n) or not 1 <= n <= m:
@@ -101,7 +96,7 @@ def _check_nm(n, m) -> None:
 def _rows(shape: tuple, m: int, axis: int, what: str) -> tuple[int, int]:
     "`(rows, row length)`: `shape` viewed as `(prod(shape[:axis]), -1)`; refused unless `m` divides the length."
     ndim = len(shape)
-    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or not -ndim <= axis < ndim:
+    if not is_int(axis) or not -ndim <= axis < ndim:
         raise ValueError(f"axis must be an int in [{-ndim}, {ndim}) for {what} of shape {shape}, got {axis!r}")
     axis = int(axis) % ndim
     rows, length = int(np.prod(shape[:axis], dtype=np.int64)), int(np.prod(shape[axis:], dtype=np.int64))
@@ -345,7 +340,7 @@ def nm_nbytes(shape, n: int, m: int, value_bits: int = 32, axis: int = 1) -> dic
     """Bytes `encode_nm` stores for a weight of `shape`: `{"values", "positions", "total"}`, with
     `value_bits` bits per value (32: float32, 8: INT8 codes, ...) and `position_bits(m)` per position."""
     _check_nm(n, m)
-    if isinstance(value_bits, bool) or not isinstance(value_bits, (int, np.integer)) or not 1 <= value_bits <= 64:
+    if not is_int(value_bits) or not 1 <= value_bits <= 64:
         raise ValueError(f"value_bits must be an int from 1 to 64, got {value_bits!r}")
     shape = tuple(int(d) for d in shape)
     rows, length = _rows(shape, m, axis, "shape")

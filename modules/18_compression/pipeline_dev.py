@@ -21,6 +21,7 @@ from tinytorch.compression.prune import (iterative_prune, magnitude_prune, measu
                                          prunable_weights)
 from tinytorch.compression.qat import quantize_aware_finetune, share_weights
 from tinytorch.compression.storage import CODINGS, CompressedModel, _entry_layout, _layer_spec, _varint
+from tinytorch.core.checks import is_int
 
 # %% [markdown]
 # Two kinds of entry go beyond the lesson's `compress_weight` (`storage_dev.py` describes them):
@@ -98,7 +99,7 @@ print("✓ an N:M entry stores 2 values and 2 places per group; a codebook entry
 #| export
 def _check_nm(nm) -> tuple | None:
     ok = nm is None or (isinstance(nm, (tuple, list)) and len(nm) == 2
-                        and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in nm)
+                        and all(is_int(v) for v in nm)
                         and 2 <= nm[1] <= 1 << 16 and 1 <= nm[0] <= nm[1])
     if not ok:
         raise ValueError(f"nm must be None or a pair (n, m) of ints with 1 <= n <= m and 2 <= m <= 65536, got {nm!r}")

@@ -32,10 +32,10 @@ from tinytorch.core.spatial import Conv2d, conv2d
 from tinytorch.core.training import fit
 from tinytorch.compression.quantize import compute_qparams, dequantize, qrange, quantize
 from tinytorch.compression.prune import apply_mask, prunable_layers, prunable_weights
+from tinytorch.core.checks import is_int
 
 # %%
 import copy
-import os
 import time
 
 from tinytorch.core.activations import ReLU
@@ -274,7 +274,7 @@ print("✓ fake_quantized swaps in quantized weights for the duration of a block
 # %%
 #| export
 def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+    if not is_int(value) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
     return int(value)
 
@@ -490,7 +490,6 @@ print("✓ share_weights: 4 shared values per layer, zeros kept, centroids train
 # notebook fast.
 
 # %%
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # one BLAS thread: small matrices, a shared machine
 started = time.perf_counter()
 manual_seed(0)
 mlp = digits_mlp(seed=0)

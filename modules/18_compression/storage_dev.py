@@ -27,6 +27,7 @@ from tinytorch.core.layers import Dropout, Flatten, Linear, Sequential
 from tinytorch.core.spatial import Conv2d, MaxPool2d
 from tinytorch.compression.entropy import MAX_CODE_LENGTH, decode_lengths, encode_lengths, huffman_decode, huffman_encode
 from tinytorch.compression.quantize import qrange
+from tinytorch.core.checks import is_int, is_real
 
 # %% [markdown]
 # ## Bits and decoders
@@ -488,10 +489,6 @@ def _check(ok, problem: str) -> None:
         raise _Refused(problem)
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)  # JSON's true is an int to Python
-
-
 def _brief(value) -> str:
     "A value from the file, shortened for an error message (it may be a megabyte of junk)."
     try:
@@ -511,21 +508,21 @@ def _check_keys(obj, required: set, where: str, optional: set = frozenset()) -> 
 
 def _pair(minimum: int):
     "A test for a pair of ints, each from `minimum` to MAX_PARAMETERS, like `(kernel_h, kernel_w)`."
-    return lambda v: isinstance(v, list) and len(v) == 2 and all(_is_int(x) and minimum <= x <= MAX_PARAMETERS
+    return lambda v: isinstance(v, list) and len(v) == 2 and all(is_int(x) and minimum <= x <= MAX_PARAMETERS
                                                                  for x in v)
 
 
 # Sizes are capped, so the products of sizes below stay small numbers (and print in a message).
-_POSITIVE = (lambda v: _is_int(v) and 0 < v <= MAX_PARAMETERS, "a positive int")
+_POSITIVE = (lambda v: is_int(v) and 0 < v <= MAX_PARAMETERS, "a positive int")
 _BOOL = (lambda v: isinstance(v, bool), "true or false")
-_INT = (_is_int, "an int")
+_INT = (is_int, "an int")
 _LAYER_FIELDS = {  # every layer type `_layer_spec` writes: {setting: (test, what it must be)}
     "Linear": {"in": _POSITIVE, "out": _POSITIVE, "bias": _BOOL},
     "Conv2d": {"in": _POSITIVE, "out": _POSITIVE, "kernel": (_pair(1), "two positive ints"),
                "stride": (_pair(1), "two positive ints"), "padding": (_pair(0), "two ints >= 0"), "bias": _BOOL},
     "MaxPool2d": {"kernel": (_pair(1), "two positive ints"), "stride": (_pair(1), "two positive ints")},
     "Flatten": {"start_dim": _INT},
-    "Dropout": {"p": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1,
+    "Dropout": {"p": (lambda v: is_real(v) and 0 <= v <= 1,
                       "a number in [0, 1]")},
     "Softmax": {"dim": _INT},
     "ReLU": {}, "Sigmoid": {}, "Tanh": {},
@@ -576,15 +573,15 @@ def _expected_arrays(name: str, meta, shape: list) -> dict:
     _check_keys(meta, {"shape", "index", "bits", "index_bits", "count"}, where)
     index, bits, index_bits, count = meta["index"], meta["bits"], meta["index_bits"], meta["count"]
     # `==` alone would accept [8.0, 40.0] or [true]; both break reshape later.
-    _check(isinstance(meta["shape"], list) and all(_is_int(d) for d in meta["shape"]) and meta["shape"] == shape,
+    _check(isinstance(meta["shape"], list) and all(is_int(d) for d in meta["shape"]) and meta["shape"] == shape,
            f"{where}: shape {_brief(meta['shape'])} is not the architecture's {shape}")
     _check(isinstance(index, str) and index in INDEX_FORMATS, f"{where}: unknown index format {_brief(index)}")
-    _check(_is_int(bits) and (bits in (32, 16) or 2 <= bits <= 8),
+    _check(is_int(bits) and (bits in (32, 16) or 2 <= bits <= 8),
            f"{where}: bits must be 32, 16 or 2..8, got {_brief(bits)}")
-    _check(_is_int(index_bits) and (index != "delta" or 1 <= index_bits <= 16),
+    _check(is_int(index_bits) and (index != "delta" or 1 <= index_bits <= 16),
            f"{where}: index_bits must be an int (1..16 for delta), got {_brief(index_bits)}")
     size = math.prod(shape)
-    _check(_is_int(count) and 0 <= count <= size,
+    _check(is_int(count) and 0 <= count <= size,
            f"{where}: count must be an int in [0, {size:,}], got {_brief(count)}")
     _check(index != "dense" or count == size, f"{where}: count must be {size:,} for a dense entry, got {count:,}")
     _check(index != "csr" or len(shape) >= 2, f"{where}: a CSR entry needs a 2-d (or larger) shape, got {shape}")
@@ -862,7 +859,7 @@ def _parse_v1(blob: memoryview, payload: memoryview) -> CompressedModel:
     # The version first: a newer layout may have other keys. Files from before versions carry none;
     # their layout is version 1's, so they still load.
     version = header.get("version", 1)
-    _check(_is_int(version) and version == 1, f"unsupported format version {_brief(version)} in a JSON header "
+    _check(is_int(version) and version == 1, f"unsupported format version {_brief(version)} in a JSON header "
            "(JSON headers are version 1; version 2 headers are binary)")
     _check_keys(header, {"architecture", "weights", "biases", "arrays"}, "the header", optional={"version"})
 
@@ -876,7 +873,7 @@ def _parse_v1(blob: memoryview, payload: memoryview) -> CompressedModel:
         key, dtype, shape = item
         _check(key not in table, f"array {key!r} is listed twice")
         _check(dtype in DTYPES, f"array {key!r} has dtype {_brief(dtype)}; a file holds only {', '.join(DTYPES)}")
-        _check(isinstance(shape, list) and len(shape) <= 32 and all(_is_int(d) and 0 <= d < 2**63 for d in shape),
+        _check(isinstance(shape, list) and len(shape) <= 32 and all(is_int(d) and 0 <= d < 2**63 for d in shape),
                f"array {key!r} has shape {_brief(shape)}, not a list of ints in [0, 2**63)")
         table[key] = (dtype, shape)
         needed += math.prod(shape) * np.dtype(dtype).itemsize   # Python ints: a huge shape cannot overflow

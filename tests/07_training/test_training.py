@@ -77,6 +77,24 @@ def test_fit_loss_is_the_sample_weighted_mean():
     assert history["val_acc"] == [None]                     # no val_loader: one None per epoch
 
 
+def test_loss_needs_inputs_gets_each_batch_inputs_and_allows_no_labels():
+    X, y = blobs()
+    train = [(Tensor(X[i:i + 30]), None) for i in range(0, len(X), 30)]   # no labels at all
+    seen = []
+
+    def loss_fn(logits, targets, inputs):
+        seen.append((targets, inputs.data.copy()))
+        return (logits * logits).mean()
+
+    model = small_mlp(0)
+    history = fit(model, train, loss_fn, SGD(model.parameters(), lr=0.01), epochs=2, progress=False,
+                  loss_needs_inputs=True)
+    assert len(seen) == 2 * len(train)
+    assert all(t is None for t, _ in seen)
+    assert all(np.array_equal(x, batch.data) for (_, x), (batch, _) in zip(seen, train + train))
+    assert history["train_acc"] == [None, None] and len(history["loss"]) == 2
+
+
 def test_fit_with_regression_targets_has_no_accuracy():
     from tinytorch.core.losses import MSELoss
     rng = np.random.default_rng(0)

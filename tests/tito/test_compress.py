@@ -50,3 +50,13 @@ def test_compress_bad_arguments_are_one_line(args, message):
     proc = tito("compress", *args)
     assert proc.returncode == 2
     assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_report_columns_fit_the_longest_label():
+    from tito.compress import _table
+
+    lines = _table(("model", "file bytes", "ratio"), [("pruned + QAT 3-bit values, huffman, file reloaded", "3,115", "65.3x"),
+                                                       ("dense FP32", "203,350", "1.0x")])
+    assert len({len(line) for line in lines}) == 1            # no cell runs past its column
+    assert lines[2].startswith("pruned + QAT 3-bit values, huffman, file reloaded  ")
+    assert [line.rstrip()[-5:] for line in lines[2:]] == ["65.3x", " 1.0x"]

@@ -95,6 +95,38 @@ def test_a_task_needing_an_unfinished_one_is_blocked_not_failing(student):
     assert "Traceback" not in proc.stdout + proc.stderr
 
 
+REPORT_TASK = '''
+# %% nbgrader={"grade": false, "grade_id": "report", "locked": false, "solution": true, "schema_version": 3}
+#| export
+def report(tensor: Tensor, target: float) -> float:
+    "Prune `tensor` to `target` and return the sparsity it reached."
+    ### BEGIN SOLUTION
+    return sparsity(prune(tensor, target).data)
+    ### END SOLUTION
+
+# %% nbgrader={"grade": true, "grade_id": "report-test", "locked": true, "points": 1, "solution": false, "schema_version": 3}
+assert report(Tensor([[0.1, -3.0], [0.5, 2.0]]), 0.5) == 0.5
+print("✓ report")
+'''
+
+
+def test_task_names_every_unfinished_prerequisite_in_one_run(student):
+    # report calls sparsity and prune, and prune calls magnitude_mask: three unfinished tasks,
+    # though the run itself stops at the first stub it meets.
+    write_source(student, solve_only(SOURCE.read_text() + REPORT_TASK, {"report"}))
+    proc = run_tito(student, "test", "02", "--task", "report")
+    assert proc.returncode == 1
+    assert "report needs 3 unfinished task(s) first: magnitude-mask, sparsity, prune" in proc.stdout, proc.stdout
+    assert "tito test 02_prune --task magnitude-mask,sparsity,prune" in proc.stdout
+    assert "blocked by magnitude-mask, sparsity, prune" in proc.stdout
+
+
+def test_task_names_only_the_prerequisites_still_unfinished(student):
+    write_source(student, solve_only(SOURCE.read_text() + REPORT_TASK, {"report", "magnitude-mask", "prune"}))
+    proc = run_tito(student, "test", "02", "--task", "report")
+    assert "report needs 1 unfinished task(s) first: sparsity" in proc.stdout, proc.stdout
+
+
 def test_several_tasks_and_an_unknown_one(student):
     write_source(student, solve_only(SOURCE.read_text(), {"magnitude-mask", "sparsity"}))
     proc = run_tito(student, "test", "02", "--task", "sparsity,magnitude-mask")

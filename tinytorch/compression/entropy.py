@@ -6,10 +6,12 @@
 __all__ = ['MAX_CODE_LENGTH', 'MAX_ALPHABET', 'entropy', 'huffman_lengths', 'canonical_codes', 'huffman_encode', 'huffman_decode',
            'encode_lengths', 'decode_lengths', 'coded_nbytes']
 
-# %% ../../modules/18_compression/entropy_dev.py #a3b37099
+# %% ../../modules/18_compression/entropy_dev.py #850d2cd8
 import heapq
 
 import numpy as np
+
+from ..core.checks import is_int
 
 # %% ../../modules/18_compression/entropy_dev.py #1016f5e7
 MAX_CODE_LENGTH = 15     # longest Huffman code; also what a 4-bit entry of the lengths table can hold
@@ -39,9 +41,9 @@ def entropy(counts) -> float:
     p = counts[counts > 0] / total
     return float(-(p * np.log2(p)).sum())
 
-# %% ../../modules/18_compression/entropy_dev.py #90612940
+# %% ../../modules/18_compression/entropy_dev.py #a51e0c84
 def _check_max_length(max_length) -> int:
-    if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)) \
+    if not is_int(max_length) \
             or not 1 <= max_length <= MAX_CODE_LENGTH:
         raise ValueError(f"max_length must be an int in [1, {MAX_CODE_LENGTH}], got {max_length!r}")
     return int(max_length)
@@ -147,7 +149,7 @@ def canonical_codes(lengths) -> np.ndarray:
     codes[order] = (np.cumsum(block) - block) >> (deepest - sorted_lengths)
     return codes
 
-# %% ../../modules/18_compression/entropy_dev.py #16d28a95
+# %% ../../modules/18_compression/entropy_dev.py #2e2eb0af
 def _check_symbols(symbols, alphabet: int) -> np.ndarray:
     symbols = np.asarray(symbols)
     if symbols.size and symbols.dtype.kind not in "iu":
@@ -211,7 +213,7 @@ def huffman_decode(data, lengths, count: int) -> np.ndarray:
     """
     lengths = _check_lengths(lengths)
     data = _as_bytes(data)
-    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
+    if not is_int(count) or count < 0:
         raise ValueError(f"count must be an int >= 0, got {count!r}")
     count = int(count)
     nbits = 8 * data.size

@@ -5,19 +5,17 @@
 # %% auto #0
 __all__ = ['nm_mask', 'is_nm_sparse', 'nm_prune', 'position_bits', 'encode_nm', 'decode_nm', 'nm_nbytes']
 
-# %% ../../modules/18_compression/nm_sparsity_dev.py #d462d81c
+# %% ../../modules/18_compression/nm_sparsity_dev.py #301fbd6d
 import numpy as np
 
 from ..core.tensor import Tensor
 from .prune import apply_mask, prunable_layers
 from .encoding import pack_bits, unpack_bits
+from ..core.checks import is_int
 
-# %% ../../modules/18_compression/nm_sparsity_dev.py #5810817f
+# %% ../../modules/18_compression/nm_sparsity_dev.py #32dafb82
 def _check_nm(n, m) -> None:
     "Raise a ValueError unless `m` is an int >= 2 and `n` an int from 1 to `m`."
-    def is_int(value):
-        return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
     if not is_int(m) or m < 2:
         raise ValueError(f"m must be an int >= 2, got {m!r}")
     if not is_int(n) or not 1 <= n <= m:
@@ -27,7 +25,7 @@ def _check_nm(n, m) -> None:
 def _rows(shape: tuple, m: int, axis: int, what: str) -> tuple[int, int]:
     "`(rows, row length)`: `shape` viewed as `(prod(shape[:axis]), -1)`; refused unless `m` divides the length."
     ndim = len(shape)
-    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or not -ndim <= axis < ndim:
+    if not is_int(axis) or not -ndim <= axis < ndim:
         raise ValueError(f"axis must be an int in [{-ndim}, {ndim}) for {what} of shape {shape}, got {axis!r}")
     axis = int(axis) % ndim
     rows, length = int(np.prod(shape[:axis], dtype=np.int64)), int(np.prod(shape[axis:], dtype=np.int64))
@@ -116,7 +114,7 @@ def nm_prune(model, n: int = 2, m: int = 4, layers=None):
         apply_mask(layer.weight, keep)
     return model
 
-# %% ../../modules/18_compression/nm_sparsity_dev.py #4c479160
+# %% ../../modules/18_compression/nm_sparsity_dev.py #62241b74
 def position_bits(m: int) -> int:
     "Bits that hold a position 0..m-1 inside a group: ceil(log2(m)), e.g. 2 for m = 4."
     _check_nm(1, m)
@@ -179,7 +177,7 @@ def nm_nbytes(shape, n: int, m: int, value_bits: int = 32, axis: int = 1) -> dic
     """Bytes `encode_nm` stores for a weight of `shape`: `{"values", "positions", "total"}`, with
     `value_bits` bits per value (32: float32, 8: INT8 codes, ...) and `position_bits(m)` per position."""
     _check_nm(n, m)
-    if isinstance(value_bits, bool) or not isinstance(value_bits, (int, np.integer)) or not 1 <= value_bits <= 64:
+    if not is_int(value_bits) or not 1 <= value_bits <= 64:
         raise ValueError(f"value_bits must be an int from 1 to 64, got {value_bits!r}")
     shape = tuple(int(d) for d in shape)
     rows, length = _rows(shape, m, axis, "shape")

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['DELTA_WIDTHS', 'DIGITS_RECIPES', 'compress', 'save_dense']
 
-# %% ../../modules/18_compression/pipeline_dev.py #0f5e2cee
+# %% ../../modules/18_compression/pipeline_dev.py #77bf3978
 import copy
 
 import numpy as np
@@ -16,6 +16,7 @@ from .prune import (iterative_prune, magnitude_prune, measure_sparsity, prunable
                                          prunable_weights)
 from .qat import quantize_aware_finetune, share_weights
 from .storage import CODINGS, CompressedModel, _entry_layout, _layer_spec, _varint
+from ..core.checks import is_int
 
 # %% ../../modules/18_compression/pipeline_dev.py #0cbca905
 def _nm_entry(weight: np.ndarray, bits: int, n: int, m: int, per_channel: bool) -> dict:
@@ -54,10 +55,10 @@ def _codebook_entry(name: str, entry: dict, codebook: np.ndarray) -> dict:
     arrays |= {"codebook": codebook, "values": pack_bits(order[at], bits)}
     return {**entry, "bits": bits, "arrays": arrays}
 
-# %% ../../modules/18_compression/pipeline_dev.py #823ff56c
+# %% ../../modules/18_compression/pipeline_dev.py #7c414fda
 def _check_nm(nm) -> tuple | None:
     ok = nm is None or (isinstance(nm, (tuple, list)) and len(nm) == 2
-                        and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in nm)
+                        and all(is_int(v) for v in nm)
                         and 2 <= nm[1] <= 1 << 16 and 1 <= nm[0] <= nm[1])
     if not ok:
         raise ValueError(f"nm must be None or a pair (n, m) of ints with 1 <= n <= m and 2 <= m <= 65536, got {nm!r}")

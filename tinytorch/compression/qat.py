@@ -6,7 +6,7 @@
 __all__ = ['CLIPS', 'clip_levels', 'fake_quantize_array', 'FakeQuantize', 'fake_quantize', 'fake_quantized',
            'quantize_aware_finetune', 'kmeans_codebook', 'centroid_gradients', 'share_weights']
 
-# %% ../../modules/18_compression/qat_dev.py #7e6ff777
+# %% ../../modules/18_compression/qat_dev.py #d9606dbb
 import contextlib
 
 import numpy as np
@@ -20,6 +20,7 @@ from ..core.spatial import Conv2d, conv2d
 from ..core.training import fit
 from .quantize import compute_qparams, dequantize, qrange, quantize
 from .prune import apply_mask, prunable_layers, prunable_weights
+from ..core.checks import is_int
 
 # %% ../../modules/18_compression/qat_dev.py #b35ef756
 CLIPS = ("max", "mse")
@@ -143,9 +144,9 @@ def fake_quantized(model: Module, bits: int, per_channel: bool = False, clip: st
         for layer in layers:
             del layer.forward
 
-# %% ../../modules/18_compression/qat_dev.py #5c4fc9ed
+# %% ../../modules/18_compression/qat_dev.py #0ede4f10
 def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+    if not is_int(value) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
     return int(value)
 

@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['qrange', 'QuantParams', 'compute_qparams', 'quantize', 'dequantize', 'quantization_error', 'QuantizedArray',
-           'quantize_array', 'QuantizedLinear', 'QuantizedConv2d', 'model_nbytes', 'QuantizedModel', 'quantize_model',
-           'dequantize_model']
+           'quantize_array', 'QuantizedLayer', 'QuantizedLinear', 'QuantizedConv2d', 'model_nbytes', 'QuantizedModel',
+           'quantize_model', 'dequantize_model']
 
-# %% ../../modules/17_quantization/quantization_dev.py #c952ab15
+# %% ../../modules/17_quantization/quantization_dev.py #6cbbe603
 import copy
 
 import numpy as np
@@ -15,8 +15,9 @@ import numpy as np
 from ..core.tensor import Tensor
 from ..core.layers import Linear, Module
 from ..core.spatial import Conv2d, conv2d
+from ..core.checks import is_int
 
-# %% ../../modules/17_quantization/quantization_dev.py #ea13d769
+# %% ../../modules/17_quantization/quantization_dev.py #454c196e
 def qrange(bits: int = 8) -> tuple[int, int]:
     "The signed integer range `(qmin, qmax)` of `bits`-bit codes, e.g. (-128, 127) for 8 bits."
     _check_bits(bits)
@@ -25,7 +26,7 @@ def qrange(bits: int = 8) -> tuple[int, int]:
 
 def _check_bits(bits) -> None:
     # Codes live in int8 containers, so more than 8 bits cannot fit; 1 bit has no positive code.
-    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 2 <= bits <= 8:
+    if not is_int(bits) or not 2 <= bits <= 8:
         raise ValueError(f"bits must be an integer in [2, 8], got {bits!r}")
 
 
@@ -44,7 +45,7 @@ def _finite_array(x, name: str) -> np.ndarray:
         raise ValueError(f"{name} must be finite, got {bad} NaN/inf value(s); quantization has no code for them")
     return arr
 
-# %% ../../modules/17_quantization/quantization_dev.py #d35449a6
+# %% ../../modules/17_quantization/quantization_dev.py #5eff6ab2
 class QuantParams:
     """Scale(s) and zero point(s) of the affine map `q = round(x / scale) + zero_point`.
 
@@ -68,7 +69,7 @@ class QuantParams:
                     f"got shapes {scale.shape} and {zero_point.shape}")
             scale, zero_point = scale.reshape(()), zero_point.reshape(())
         else:
-            if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+            if not is_int(axis):
                 raise ValueError(f"axis must be an int or None, got {axis!r}")
             if scale.ndim != 1 or zero_point.shape != scale.shape:
                 raise ValueError(
@@ -124,7 +125,7 @@ class QuantParams:
             detail = f"scale∈[{self.scale.min():.4g}, {self.scale.max():.4g}]"
         return f"QuantParams({kind}, bits={self.bits}, {detail})"
 
-# %% ../../modules/17_quantization/quantization_dev.py #454116b8
+# %% ../../modules/17_quantization/quantization_dev.py #147c9c99
 def compute_qparams(x, bits: int = 8, symmetric: bool = False, per_channel: bool = False,
                     axis: int = 0) -> QuantParams:
     """Scale and zero point that map the range of `x` (stretched to include 0) onto `bits`-bit codes.
@@ -138,7 +139,7 @@ def compute_qparams(x, bits: int = 8, symmetric: bool = False, per_channel: bool
     if per_channel:
         if x.ndim == 0:
             raise ValueError("per_channel=True needs an array with at least one dimension, got a scalar")
-        if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or not -x.ndim <= axis < x.ndim:
+        if not is_int(axis) or not -x.ndim <= axis < x.ndim:
             raise ValueError(f"axis must be an int in [{-x.ndim}, {x.ndim - 1}] for shape {x.shape}, got {axis!r}")
         axis = int(axis) % x.ndim
         others = tuple(d for d in range(x.ndim) if d != axis)
@@ -242,7 +243,7 @@ def quantize_array(x, bits: int = 8, symmetric: bool = False, per_channel: bool 
     params = compute_qparams(x, bits=bits, symmetric=symmetric, per_channel=per_channel, axis=axis)
     return QuantizedArray(quantize(x, params), params)
 
-# %% ../../modules/17_quantization/quantization_dev.py #965b450c
+# %% ../../modules/17_quantization/quantization_dev.py #2b88dc0c
 def _float_param(tensor) -> np.ndarray | None:
     "A float32 copy of a parameter's values (None stays None)."
     return None if tensor is None else np.array(tensor.data, dtype=np.float32, copy=True)
@@ -253,33 +254,62 @@ def _load_into(param, values: np.ndarray) -> None:
     param.data[...] = values
 
 
-class QuantizedLinear(Module):
-    "Inference-only `Linear` with int8 weights (+ scales) and a float32 bias; dequantizes on the fly."
+class QuantizedLayer(Module):
+    """What every quantized layer shares: an int8 `QuantizedArray` weight whose axis 0 is the
+    outputs, a float32 bias, `from_float`, `nbytes` and `to_float`. A subclass names its float
+    layer's weight shape (`weight_axes`), the float layer's other settings (`_settings`), how
+    to build an empty float layer (`_empty_float`) and its `forward`."""
+
+    weight_axes: tuple = ()                        # e.g. ("out", "in") for a Linear
 
     def __init__(self, weight: QuantizedArray, bias: np.ndarray | None = None):
         super().__init__()
-        if not isinstance(weight, QuantizedArray) or len(weight.shape) != 2:
-            raise ValueError(f"weight must be a 2-d QuantizedArray (out, in), got {weight!r}")
-        out_features, in_features = weight.shape
+        if not isinstance(weight, QuantizedArray) or len(weight.shape) != len(self.weight_axes):
+            raise ValueError(f"weight must be a {len(self.weight_axes)}-d QuantizedArray "
+                             f"({', '.join(self.weight_axes)}), got {weight!r}")
         if bias is not None:
             bias = np.asarray(bias, dtype=np.float32)
-            if bias.shape != (out_features,):
-                raise ValueError(f"bias must have shape ({out_features},), got {bias.shape}")
-        self.in_features, self.out_features = in_features, out_features
+            if bias.shape != (weight.shape[0],):
+                raise ValueError(f"bias must have shape ({weight.shape[0]},), got {bias.shape}")
         self.weight, self.bias = weight, bias
 
     @classmethod
-    def from_float(cls, linear: Linear, bits: int = 8, symmetric: bool = True,
-                   per_channel: bool = True) -> "QuantizedLinear":
-        "Quantize a trained `Linear` (one scale per output neuron when `per_channel`)."
-        weight = quantize_array(linear.weight.data, bits=bits, symmetric=symmetric,
+    def from_float(cls, layer, bits: int = 8, symmetric: bool = True, per_channel: bool = True):
+        "Quantize a trained float layer (one scale per output when `per_channel`)."
+        weight = quantize_array(layer.weight.data, bits=bits, symmetric=symmetric,
                                 per_channel=per_channel, axis=0)
-        return cls(weight, _float_param(linear.bias))
+        return cls(weight, _float_param(layer.bias), **cls._settings(layer))
+
+    @staticmethod
+    def _settings(layer) -> dict:
+        "The float layer's settings besides its weight and bias (a conv's stride and padding)."
+        return {}
 
     @property
     def nbytes(self) -> int:
         "Stored bytes: int8 codes, scales, zero points and the float32 bias."
         return self.weight.nbytes + (0 if self.bias is None else int(self.bias.nbytes))
+
+    def to_float(self) -> Module:
+        "The float layer holding the dequantized weights (trainable again)."
+        layer = self._empty_float()
+        _load_into(layer.weight, self.weight.dequantize())
+        if self.bias is not None:
+            _load_into(layer.bias, self.bias)
+        return layer
+
+    def _empty_float(self) -> Module:
+        raise NotImplementedError
+
+
+class QuantizedLinear(QuantizedLayer):
+    "Inference-only `Linear` with int8 weights (+ scales) and a float32 bias; dequantizes on the fly."
+
+    weight_axes = ("out", "in")
+
+    def __init__(self, weight: QuantizedArray, bias: np.ndarray | None = None):
+        super().__init__(weight, bias)
+        self.out_features, self.in_features = weight.shape
 
     def forward(self, x: Tensor) -> Tensor:
         if not isinstance(x, Tensor):
@@ -292,49 +322,29 @@ class QuantizedLinear(Module):
             out = out + Tensor(self.bias)
         return out
 
-    def to_float(self) -> Linear:
-        "A float `Linear` holding the dequantized weights (trainable again)."
+    def _empty_float(self) -> Linear:
         # A private generator: building the layer must not consume the library-wide random stream.
-        layer = Linear(self.in_features, self.out_features, bias=self.bias is not None,
-                       rng=np.random.default_rng(0))
-        _load_into(layer.weight, self.weight.dequantize())
-        if self.bias is not None:
-            _load_into(layer.bias, self.bias)
-        return layer
+        return Linear(self.in_features, self.out_features, bias=self.bias is not None, rng=np.random.default_rng(0))
 
     def extra_repr(self) -> str:
         p = self.weight.params
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"bits={p.bits}, per_channel={p.per_channel}, bias={self.bias is not None}")
 
-# %% ../../modules/17_quantization/quantization_dev.py #1f3a8366
-class QuantizedConv2d(Module):
+# %% ../../modules/17_quantization/quantization_dev.py #56773b90
+class QuantizedConv2d(QuantizedLayer):
     "Inference-only `Conv2d` with int8 weights (+ scales) and a float32 bias; dequantizes on the fly."
 
+    weight_axes = ("out", "in", "kh", "kw")
+
     def __init__(self, weight: QuantizedArray, bias: np.ndarray | None = None, stride=1, padding=0):
-        super().__init__()
-        if not isinstance(weight, QuantizedArray) or len(weight.shape) != 4:
-            raise ValueError(f"weight must be a 4-d QuantizedArray (out, in, kh, kw), got {weight!r}")
+        super().__init__(weight, bias)
         self.out_channels, self.in_channels, kh, kw = weight.shape
-        if bias is not None:
-            bias = np.asarray(bias, dtype=np.float32)
-            if bias.shape != (self.out_channels,):
-                raise ValueError(f"bias must have shape ({self.out_channels},), got {bias.shape}")
         self.kernel_size, self.stride, self.padding = (kh, kw), stride, padding
-        self.weight, self.bias = weight, bias
 
-    @classmethod
-    def from_float(cls, conv: Conv2d, bits: int = 8, symmetric: bool = True,
-                   per_channel: bool = True) -> "QuantizedConv2d":
-        "Quantize a trained `Conv2d` (one scale per output channel when `per_channel`)."
-        weight = quantize_array(conv.weight.data, bits=bits, symmetric=symmetric,
-                                per_channel=per_channel, axis=0)
-        return cls(weight, _float_param(conv.bias), stride=conv.stride, padding=conv.padding)
-
-    @property
-    def nbytes(self) -> int:
-        "Stored bytes: int8 codes, scales, zero points and the float32 bias."
-        return self.weight.nbytes + (0 if self.bias is None else int(self.bias.nbytes))
+    @staticmethod
+    def _settings(conv) -> dict:
+        return {"stride": conv.stride, "padding": conv.padding}
 
     def forward(self, x: Tensor) -> Tensor:
         if not isinstance(x, Tensor):
@@ -344,14 +354,9 @@ class QuantizedConv2d(Module):
         bias = None if self.bias is None else Tensor(self.bias)
         return conv2d(x, Tensor(self.weight.dequantize()), bias, self.stride, self.padding)
 
-    def to_float(self) -> Conv2d:
-        "A float `Conv2d` holding the dequantized weights (trainable again)."
-        layer = Conv2d(self.in_channels, self.out_channels, self.kernel_size, stride=self.stride,
-                       padding=self.padding, bias=self.bias is not None, rng=np.random.default_rng(0))
-        _load_into(layer.weight, self.weight.dequantize())
-        if self.bias is not None:
-            _load_into(layer.bias, self.bias)
-        return layer
+    def _empty_float(self) -> Conv2d:
+        return Conv2d(self.in_channels, self.out_channels, self.kernel_size, stride=self.stride,
+                      padding=self.padding, bias=self.bias is not None, rng=np.random.default_rng(0))
 
     def extra_repr(self) -> str:
         p = self.weight.params
@@ -359,13 +364,13 @@ class QuantizedConv2d(Module):
                 f"stride={self.stride}, padding={self.padding}, bits={p.bits}, "
                 f"per_channel={p.per_channel}, bias={self.bias is not None}")
 
-# %% ../../modules/17_quantization/quantization_dev.py #f6db42de
+# %% ../../modules/17_quantization/quantization_dev.py #198ff30f
 def model_nbytes(model) -> int:
     """Bytes of the arrays `model` stores: float parameters plus the codes, scales, zero points
     and biases of any quantized layers (`QuantizedLinear`, `QuantizedConv2d`)."""
     total = sum(int(p.data.nbytes) for p in model.parameters())
     for layer in model.modules():
-        if isinstance(layer, (QuantizedLinear, QuantizedConv2d)):
+        if isinstance(layer, QuantizedLayer):
             total += layer.nbytes
     return total
 
@@ -409,7 +414,7 @@ class QuantizedModel(Module):
         "(name, layer) pairs of the quantized layers, in order, names as in the float model."
         found = []
         for name, layer in self.model.named_modules():
-            if isinstance(layer, (QuantizedLinear, QuantizedConv2d)):
+            if isinstance(layer, QuantizedLayer):
                 found.append((name, layer))
         return found
 
@@ -439,7 +444,7 @@ def dequantize_model(qmodel: QuantizedModel) -> Module:
         raise TypeError(f"qmodel must be a QuantizedModel (from quantize_model), got {type(qmodel).__name__}")
 
     def swap(layer):
-        if isinstance(layer, (QuantizedLinear, QuantizedConv2d)):
+        if isinstance(layer, QuantizedLayer):
             return layer.to_float()
         return None
 

@@ -5,9 +5,10 @@
 # %% auto #0
 __all__ = ['Activation', 'ReLU', 'Sigmoid', 'Tanh', 'Softmax']
 
-# %% ../../modules/02_activations/activations_dev.py #eb473465
+# %% ../../modules/02_activations/activations_dev.py #91701524
 import numpy as np
 from .tensor import Tensor
+from .checks import is_int
 
 # %% ../../modules/02_activations/activations_dev.py #d06c9d7f
 class Activation:
@@ -65,12 +66,12 @@ class Tanh(Activation):
         e = (x * (-2.0 * sign)).exp()             # exp(-2|x|) in (0, 1]
         return (1.0 - e) / (e + 1.0) * sign
 
-# %% ../../modules/02_activations/activations_dev.py #913488f3
+# %% ../../modules/02_activations/activations_dev.py #85df2495
 class Softmax(Activation):
     "Softmax along `dim` (default: last): non-negative outputs that sum to 1 along `dim`."
 
     def __init__(self, dim: int = -1):
-        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
+        if not is_int(dim):
             raise TypeError(f"dim must be an int, got {type(dim).__name__}")
         self.dim = int(dim)
 

@@ -5,19 +5,20 @@
 # %% auto #0
 __all__ = ['Module', 'Linear', 'Sequential', 'Flatten', 'Dropout']
 
-# %% ../../modules/03_layers/layers_dev.py #2c98df4a
+# %% ../../modules/03_layers/layers_dev.py #42f4e5c7
 import numpy as np
 from .tensor import Tensor, get_rng
 from .activations import Activation
+from .checks import is_int, is_real
 
-# %% ../../modules/03_layers/layers_dev.py #96b8d902
+# %% ../../modules/03_layers/layers_dev.py #a923d3a6
 def _rng(rng) -> np.random.Generator:
     "A Generator from `rng` (Generator, int seed or None = the library-wide generator)."
     if rng is None:
         return get_rng()
     if isinstance(rng, np.random.Generator):
         return rng
-    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
+    if is_int(rng):
         return np.random.default_rng(int(rng))
     raise TypeError(f"rng must be a numpy Generator, an int seed or None, got {type(rng).__name__}")
 
@@ -142,14 +143,14 @@ class Module:
             lines.insert(0, self.extra_repr())
         return f"{type(self).__name__}(\n  " + "\n  ".join(lines) + "\n)"
 
-# %% ../../modules/03_layers/layers_dev.py #98ef2a1d
+# %% ../../modules/03_layers/layers_dev.py #f274f475
 def _check_input(x, layer) -> None:
     if not isinstance(x, Tensor):
         raise TypeError(f"{type(layer).__name__} expects a Tensor, got {type(x).__name__}; wrap it: Tensor(x)")
 
 
 def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+    if not is_int(value) or value <= 0:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
     return int(value)
 
@@ -183,7 +184,7 @@ class Linear(Module):
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
-# %% ../../modules/03_layers/layers_dev.py #a7a319ce
+# %% ../../modules/03_layers/layers_dev.py #3e0e34e2
 class Sequential(Module):
     "Layers applied in order; `Sequential(a, b)` or `Sequential({'name': a, ...})`."
 
@@ -215,7 +216,7 @@ class Sequential(Module):
         items = list(self._modules.items())
         if isinstance(index, slice):
             return Sequential(dict(items[index]))
-        if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+        if not is_int(index):
             raise TypeError(f"Sequential indices must be ints or slices, got {type(index).__name__}")
         if not -len(items) <= index < len(items):
             raise IndexError(f"index {index} is out of range for a Sequential of {len(items)} layers")
@@ -240,13 +241,13 @@ class Flatten(Module):
     def extra_repr(self) -> str:
         return f"start_dim={self.start_dim}"
 
-# %% ../../modules/03_layers/layers_dev.py #a0734cb0
+# %% ../../modules/03_layers/layers_dev.py #d7cb0325
 class Dropout(Module):
     "Inverted dropout: in training, zero each entry with probability p and scale the rest by 1/(1-p)."
 
     def __init__(self, p: float = 0.5, rng=None):
         super().__init__()
-        if isinstance(p, bool) or not isinstance(p, (int, float, np.floating, np.integer)) or not 0.0 <= p <= 1.0:
+        if not is_real(p) or not 0.0 <= p <= 1.0:
             raise ValueError(f"Dropout probability p must be in [0, 1], got {p!r}")
         self.p = float(p)
         # None: draw from the library-wide generator at call time, so manual_seed() applies.

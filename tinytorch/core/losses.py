@@ -9,7 +9,7 @@ __all__ = ['MSELoss', 'CrossEntropyLoss']
 import numpy as np
 from .tensor import Tensor
 
-# %% ../../modules/04_losses/losses_dev.py #1d95b81e
+# %% ../../modules/04_losses/losses_dev.py #eac142a7
 _REDUCTIONS = ("mean", "sum", "none")
 
 
@@ -26,15 +26,19 @@ def _reduce(losses: Tensor, reduction: str) -> Tensor:
         return losses.sum()
     return losses
 
-# %% ../../modules/04_losses/losses_dev.py #c85cbdf8
-class MSELoss:
-    "Mean squared error between a prediction Tensor and a target of the same shape."
+
+class _Loss:
+    "What every loss shares: a checked `reduction`, and calling the loss runs its `forward`."
 
     def __init__(self, reduction: str = "mean"):
         self.reduction = _check_reduction(reduction)
 
-    def __call__(self, pred: Tensor, target) -> Tensor:
-        return self.forward(pred, target)
+    def __call__(self, *args) -> Tensor:
+        return self.forward(*args)
+
+# %% ../../modules/04_losses/losses_dev.py #537475be
+class MSELoss(_Loss):
+    "Mean squared error between a prediction Tensor and a target of the same shape."
 
     def forward(self, pred: Tensor, target) -> Tensor:
         if not isinstance(pred, Tensor):
@@ -50,7 +54,7 @@ class MSELoss:
     def __repr__(self) -> str:
         return f"MSELoss(reduction={self.reduction!r})"
 
-# %% ../../modules/04_losses/losses_dev.py #2b719815
+# %% ../../modules/04_losses/losses_dev.py #0140dcb2
 def _check_targets(targets, n: int, num_classes: int) -> np.ndarray:
     "Targets must be an integer array of class indices, shape (N,), values in [0, C)."
     if isinstance(targets, Tensor):
@@ -67,14 +71,8 @@ def _check_targets(targets, n: int, num_classes: int) -> np.ndarray:
     return targets
 
 
-class CrossEntropyLoss:
+class CrossEntropyLoss(_Loss):
     "Softmax cross-entropy from raw logits (N, C) and integer class targets (N,)."
-
-    def __init__(self, reduction: str = "mean"):
-        self.reduction = _check_reduction(reduction)
-
-    def __call__(self, logits: Tensor, targets) -> Tensor:
-        return self.forward(logits, targets)
 
     def forward(self, logits: Tensor, targets) -> Tensor:
         if not isinstance(logits, Tensor):

@@ -7,11 +7,12 @@ __all__ = ['DIGITS_EPOCHS', 'DIGITS_LR', 'DIGITS_BATCH_SIZE', 'MNIST_EPOCHS', 'M
            'digits_cnn', 'digits_mobilenet', 'digits_resnet', 'train_digits_model', 'lenet_300_100', 'lenet5',
            'train_mnist_model']
 
-# %% ../../modules/09_spatial/spatial_dev.py #e87a1087
+# %% ../../modules/09_spatial/spatial_dev.py #4d9ef5a7
 import numpy as np
 
 from .activations import ReLU
 from .blocks import BatchNorm2d, Residual
+from .checks import is_int
 from .layers import Flatten, Linear, Module, Sequential
 from .losses import CrossEntropyLoss
 from .optimizers import Adam, CosineLR
@@ -79,7 +80,7 @@ def digits_resnet(seed: int = 0) -> Sequential:
         Linear(32 * 2 * 2, 10, rng=rng),
     )
 
-# %% ../../modules/09_spatial/spatial_dev.py #8278c679
+# %% ../../modules/09_spatial/spatial_dev.py #0150d154
 DIGITS_EPOCHS = 10
 DIGITS_LR = 1e-2
 DIGITS_BATCH_SIZE = 64
@@ -99,7 +100,7 @@ def train_digits_model(model: Module, epochs: int | None = None, seed: int = 0, 
     "Train `model` on the digits (Adam, cosine decay); returns the history, last 'val_acc' = test accuracy."
     image = _takes_images(model)
     epochs = DIGITS_EPOCHS if epochs is None else epochs
-    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs <= 0:
+    if not is_int(epochs) or epochs <= 0:
         raise ValueError(f"epochs must be a positive int, got {epochs!r}")
     train_loader, test_loader = digits_loaders(batch_size=DIGITS_BATCH_SIZE, image=image, seed=seed)
     optimizer = Adam(model.parameters(), lr=DIGITS_LR)

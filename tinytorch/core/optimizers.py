@@ -5,14 +5,15 @@
 # %% auto #0
 __all__ = ['Optimizer', 'SGD', 'Adam', 'CosineLR']
 
-# %% ../../modules/06_optimizers/optimizers_dev.py #eb473465
+# %% ../../modules/06_optimizers/optimizers_dev.py #984fcfce
 import numpy as np
 from .tensor import Tensor
+from .checks import is_int, is_real
 
-# %% ../../modules/06_optimizers/optimizers_dev.py #0d8941fc
+# %% ../../modules/06_optimizers/optimizers_dev.py #93bba818
 def _check_number(value, name: str, low: float, high: float = None, low_open: bool = False) -> float:
     "A real number in [low, high) (or (low, high) if low_open); high=None means no upper bound."
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    ok = is_real(value)
     ok = ok and (low < value if low_open else low <= value) and (high is None or value < high)
     if not ok:
         if high is None:
@@ -132,12 +133,12 @@ class Adam(Optimizer):
     def __repr__(self) -> str:
         return f"Adam(lr={self.lr}, betas={self.betas}, eps={self.eps}, weight_decay={self.weight_decay})"
 
-# %% ../../modules/06_optimizers/optimizers_dev.py #5a313e45
+# %% ../../modules/06_optimizers/optimizers_dev.py #eb14f650
 class CosineLR:
     "`fit` callback: cosine-decays `optimizer.lr` from its current value to 0 over `epochs`."
 
     def __init__(self, optimizer, epochs: int):
-        if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs <= 0:
+        if not is_int(epochs) or epochs <= 0:
             raise ValueError(f"epochs must be a positive int, got {epochs!r}")
         self.optimizer, self.epochs, self.base_lr = optimizer, int(epochs), optimizer.lr
 

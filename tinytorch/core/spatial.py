@@ -5,20 +5,21 @@
 # %% auto #0
 __all__ = ['conv_output_shape', 'im2col', 'col2im', 'Conv2dFunction', 'conv2d', 'Conv2d', 'MaxPool2dFunction', 'MaxPool2d']
 
-# %% ../../modules/09_spatial/spatial_dev.py #b17909c5
+# %% ../../modules/09_spatial/spatial_dev.py #8c8bab5c
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .tensor import Tensor
 from .autograd import Function
 from .layers import Module, _rng
+from .checks import is_int
 
-# %% ../../modules/09_spatial/spatial_dev.py #afbeeeb9
+# %% ../../modules/09_spatial/spatial_dev.py #0e394daf
 def _pair(value, name: str, minimum: int = 1) -> tuple[int, int]:
     "An int or a pair of ints as `(height, width)`, each at least `minimum`."
     pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
     ok = len(pair) == 2 and all(
-        isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= minimum for v in pair)
+        is_int(v) and v >= minimum for v in pair)
     if not ok:
         raise ValueError(f"{name} must be an int >= {minimum} or a pair of them, got {value!r}")
     return int(pair[0]), int(pair[1])
@@ -205,7 +206,7 @@ def _groups(groups, in_channels: int, out_channels: int | None) -> int:
                              f"{name} // groups channels")
     return int(groups)
 
-# %% ../../modules/09_spatial/spatial_dev.py #be170db4
+# %% ../../modules/09_spatial/spatial_dev.py #502a5781
 class Conv2d(Module):
     "2-D convolution layer over (N, C, H, W) inputs; weight (out_channels, in_channels // groups, kh, kw)."
 
@@ -213,7 +214,7 @@ class Conv2d(Module):
                  bias: bool = True, groups: int = 1, rng=None):
         super().__init__()
         for value, name in ((in_channels, "in_channels"), (out_channels, "out_channels")):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+            if not is_int(value) or value <= 0:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         self.kernel_size = _pair(kernel_size, "kernel_size")

@@ -5,13 +5,14 @@
 # %% auto #0
 __all__ = ['accuracy', 'predict', 'evaluate', 'fit']
 
-# %% ../../modules/07_training/training_dev.py #a1419317
+# %% ../../modules/07_training/training_dev.py #073f622a
 from contextlib import contextmanager
 
 import numpy as np
 from tqdm import tqdm
 from .tensor import Tensor
 from .autograd import no_grad
+from .checks import is_int
 
 # %% ../../modules/07_training/training_dev.py #546b187a
 def accuracy(logits, labels) -> float:
@@ -63,7 +64,7 @@ def evaluate(model, loader) -> float:
         raise ValueError("evaluate got a loader that yielded no batches")
     return correct / seen
 
-# %% ../../modules/07_training/training_dev.py #5a5dd0ba
+# %% ../../modules/07_training/training_dev.py #d961c00f
 def _are_class_labels(logits: Tensor, y) -> bool:
     "Integer labels (N,) for (N, C) logits: accuracy makes sense (not, e.g., regression targets)."
     return isinstance(y, np.ndarray) and y.ndim == 1 and np.issubdtype(y.dtype, np.integer) and logits.ndim == 2
@@ -74,9 +75,9 @@ def _callback_hooks(callbacks, name: str) -> list:
 
 
 def fit(model, train_loader, loss_fn, optimizer, epochs: int = 1, val_loader=None,
-        progress=None, callbacks=()) -> dict:
+        progress=None, callbacks=(), loss_needs_inputs: bool = False, desc: str = "training") -> dict:
     "Train for `epochs` passes; returns {'loss': [...], 'train_acc': [...], 'val_acc': [...]}, one entry per epoch."
-    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
+    if not is_int(epochs) or epochs < 1:
         raise ValueError(f"epochs must be a positive int, got {epochs!r}")
     if progress not in (None, True, False):
         raise ValueError(f"progress must be None (auto), True or False, got {progress!r}")
@@ -89,7 +90,7 @@ def fit(model, train_loader, loss_fn, optimizer, epochs: int = 1, val_loader=Non
         total = None
     history = {"loss": [], "train_acc": [], "val_acc": []}
     bar = tqdm(total=total, disable=progress is False, delay=0 if progress else 2,
-               desc="training", unit="batch", leave=False)
+               desc=desc, unit="batch", leave=False)
     try:
         for epoch in range(epochs):
             model.train()
@@ -98,14 +99,15 @@ def fit(model, train_loader, loss_fn, optimizer, epochs: int = 1, val_loader=Non
             last = {"loss": f"{history['loss'][-1]:.4f}"} if history["loss"] else {}
             bar.set_postfix(epoch=f"{epoch + 1}/{epochs}", **last, refresh=False)
             for X, y in train_loader:
+                X = _as_tensor(X)
                 optimizer.zero_grad()
-                logits = model(_as_tensor(X))
-                loss = loss_fn(logits, y)
+                logits = model(X)
+                loss = loss_fn(logits, y, X) if loss_needs_inputs else loss_fn(logits, y)
                 loss.backward()
                 optimizer.step()
                 for hook in step_hooks:
                     hook(model)
-                n = len(y)
+                n = logits.shape[0]                # y may be None (a loss that needs no labels)
                 loss_sum += loss.item() * n
                 if correct is not None and _are_class_labels(logits, y):
                     correct += accuracy(logits, y) * n

@@ -6,13 +6,14 @@
 __all__ = ['DIGITS_FILE', 'DIGITS_SPLIT_SEED', 'DIGITS_TEST_SIZE', 'MNIST_FILE', 'MNIST_SPLIT_SEED', 'MNIST_TEST_SIZE', 'Dataset',
            'TensorDataset', 'DataLoader', 'load_digits', 'digits_loaders', 'load_mnist', 'mnist_loaders']
 
-# %% ../../modules/08_dataloader/dataloader_dev.py #ce98e92c
+# %% ../../modules/08_dataloader/dataloader_dev.py #13310301
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from ..core.tensor import Tensor, get_rng
+from ..core.checks import is_int
 
 # %% ../../modules/08_dataloader/dataloader_dev.py #07a1275a
 class Dataset:
@@ -65,15 +66,15 @@ class TensorDataset(Dataset):
     def get_batch(self, indices: np.ndarray):
         return self.X[indices], self.y[indices]
 
-# %% ../../modules/08_dataloader/dataloader_dev.py #df3953ac
+# %% ../../modules/08_dataloader/dataloader_dev.py #fb9fa389
 class DataLoader:
     "Iterate over `dataset` in mini-batches `(Tensor X, np.ndarray y)`, optionally shuffled."
 
     def __init__(self, dataset: Dataset, batch_size: int = 32, shuffle: bool = False,
                  seed: int | None = None, drop_last: bool = False):
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
+        if not is_int(batch_size) or batch_size <= 0:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+        if seed is not None and (not is_int(seed)):
             raise TypeError(f"seed must be an int or None, got {seed!r}")
         self.dataset = dataset
         self.batch_size = int(batch_size)

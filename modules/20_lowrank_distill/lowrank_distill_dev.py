@@ -1,5 +1,5 @@
 # %% [markdown]
-# # Module 19: Low-rank factorization and distillation
+# # Module 20: Low-rank factorization and distillation
 #
 # > Two ways to make a model smaller that pruning cannot: a thinner dense layer (low-rank
 # > factorization) and a new small model taught by the big one (knowledge distillation), measured
@@ -16,16 +16,13 @@
 # | (with module 18's pruning) | pruning, low rank or distillation, and all together | one table: bytes, FLOPs, latency, accuracy |
 #
 # Every exercise is a function whose body you write between the markers; the cell after it
-# tests it. Run `tito test 19` to run this notebook and the graded tests, `tito test 19 --task ID`
+# tests it. Run `tito test 20` to run this notebook and the graded tests, `tito test 20 --task ID`
 # for one exercise.
 
 # %%
-# Timings below must be repeatable on a shared 2-core machine, where multi-threaded BLAS can run
-# 10x slower when another process competes for the cores. (This must run before NumPy is imported.)
-import os
-
-for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
-    os.environ.setdefault(name, "1")
+# Timings below must be repeatable on a shared 2-core machine: importing tinytorch before NumPy
+# sets one BLAS thread (tinytorch/__init__.py; tito sets it for the processes it starts).
+import tinytorch  # noqa: F401
 
 # %%
 #| default_exp compression.lowrank
@@ -36,6 +33,7 @@ for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
 
 # %%
 import copy
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -118,12 +116,13 @@ from tinytorch.core.tensor import Tensor
 from tinytorch.core.autograd import no_grad
 from tinytorch.core.layers import Linear, Module, Sequential
 from tinytorch.core.spatial import Conv2d
+from tinytorch.core.checks import is_int, is_real
 
 # %%
 #| export compression.lowrank
 def _check_energy(energy) -> float:
     "A real number in (0, 1]: the fraction of the squared singular values to keep."
-    ok = isinstance(energy, (int, float, np.integer, np.floating)) and not isinstance(energy, bool)
+    ok = is_real(energy)
     if not ok or not 0.0 < energy <= 1.0:  # NaN fails the comparison too
         raise ValueError(f"energy must be in (0, 1], got {energy!r}")
     return float(energy)
@@ -196,7 +195,7 @@ def low_rank_factorize(layer, rank: int | None = None, energy: float | None = No
         raise ValueError(f"give exactly one of rank or energy, got rank={rank!r} and energy={energy!r}")
     full = min(layer.in_features, layer.out_features)
     if rank is not None:
-        if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or not 1 <= rank <= full:
+        if not is_int(rank) or not 1 <= rank <= full:
             raise ValueError(f"rank must be an int in [1, {full}] (= min(in_features, out_features)), got {rank!r}")
     else:
         _check_energy(energy)
@@ -485,23 +484,23 @@ print(f"dense MLP: {n_params(mlp):,} weights, {count_flops(mlp, (64,)):,} FLOPs,
 # %%
 #| export compression.distill
 import numpy as np
-from tqdm.auto import tqdm
 
 from tinytorch.core.tensor import Tensor
+from tinytorch.core.checks import is_real
 from tinytorch.core.losses import CrossEntropyLoss
 from tinytorch.core.optimizers import Adam
-from tinytorch.core.training import accuracy, evaluate, predict
+from tinytorch.core.training import fit, predict
 
 
 def _check_temperature(T) -> float:
-    ok = isinstance(T, (int, float, np.integer, np.floating)) and not isinstance(T, bool)
+    ok = is_real(T)
     if not ok or not 0.0 < T < np.inf:  # NaN fails the comparison too
         raise ValueError(f"temperature T must be a positive, finite number, got {T!r}")
     return float(T)
 
 
 def _check_alpha(alpha) -> float:
-    ok = isinstance(alpha, (int, float, np.integer, np.floating)) and not isinstance(alpha, bool)
+    ok = is_real(alpha)
     if not ok or not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1] (the weight of the distillation term), got {alpha!r}")
     return float(alpha)
@@ -633,18 +632,17 @@ print("✓ distillation_loss: KL at temperature T scaled by T², mixed with cros
 # %% [markdown]
 # ### Exercise: `distill`
 #
-# A training loop like `fit` (Module 07), except that the loss needs the teacher's logits for
-# the same batch: for each `(X, y)` batch, `predict(teacher, X)` gives them (eval mode, no
-# gradients recorded, the teacher's modes restored), then the student's logits, the
-# `distillation_loss`, `backward`, `step`. Use one optimizer for the whole run (`Adam(student.parameters(), lr=lr)`
-# unless one is given), call the callbacks like `fit` does (`on_step_end(student)` after every
-# step, `on_epoch_end(student, epoch, history)` after every epoch), and return the history
-# `{"loss", "train_acc", "val_acc"}` with one entry per epoch (`train_acc` over the batches
-# seen, `val_acc` from `evaluate` on `val_loader`, or `None`).
+# Training with a teacher is `fit` (Module 07) with another loss: for each `(X, y)` batch,
+# `predict(teacher, X)` gives the teacher's logits (eval mode, no gradients recorded, the
+# teacher's modes restored), and the loss is `distillation_loss` of the student's logits against
+# them. `fit` hands a loss the batch's inputs when you pass `loss_needs_inputs=True`: it then calls
+# `loss_fn(logits, y, X)`. So `distill` writes that loss function and calls `fit` with it, one
+# optimizer for the whole run (`Adam(student.parameters(), lr=lr)` unless one is given), and
+# passes on `epochs`, `val_loader`, `progress` and `callbacks` (`desc="distilling"` names the
+# bar). `fit` returns the history `{"loss", "train_acc", "val_acc"}`, one entry per epoch.
 #
 # With `alpha = 1` a batch's labels may be `None`: distillation needs no labels (its
-# `train_acc` is then `None`). Show progress with `tqdm` over the batches, `delay=2` unless
-# `progress` is `True` (so only runs longer than 2 s show a bar) and `disable=progress is False`.
+# `train_acc` is then `None`). With `alpha = 0` the teacher's logits go unused: skip asking it.
 
 # %% nbgrader={"grade": false, "grade_id": "distill", "locked": false, "solution": true, "schema_version": 3}
 #| export compression.distill
@@ -653,58 +651,20 @@ def distill(student, teacher, train_loader, epochs: int = 1, T: float = 2.0, alp
     """Train `student` to imitate `teacher` on `train_loader`'s batches with `distillation_loss`; the teacher
     is not changed. Returns `{"loss", "train_acc", "val_acc"}`, one entry per epoch. Raises ValueError
     unless student and teacher are different models, and (from `distillation_loss`) for missing targets."""
-    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
-        raise ValueError(f"epochs must be a positive int, got {epochs!r}")
-    if progress not in (None, True, False):
-        raise ValueError(f"progress must be None (auto), True or False, got {progress!r}")
     T, alpha = _check_temperature(T), _check_alpha(alpha)
     if student is teacher:
         raise ValueError("student and teacher must be different models (distill into a new, smaller model)")
-    callbacks = list(callbacks)
     ### BEGIN SOLUTION
     if optimizer is None:
         optimizer = Adam(student.parameters(), lr=lr)
-    step_hooks = [cb.on_step_end for cb in callbacks if callable(getattr(cb, "on_step_end", None))]
-    epoch_hooks = [cb.on_epoch_end for cb in callbacks if callable(getattr(cb, "on_epoch_end", None))]
-    try:
-        total = epochs * len(train_loader)
-    except TypeError:                       # a loader without len(): a bar without a total
-        total = None
-    history = {"loss": [], "train_acc": [], "val_acc": []}
-    bar = tqdm(total=total, disable=progress is False, delay=0 if progress else 2,
-               desc="distilling", unit="batch", leave=False)
-    try:
-        for epoch in range(int(epochs)):
-            student.train()
-            loss_sum, correct, seen = 0.0, 0.0, 0
-            last = {"loss": f"{history['loss'][-1]:.4f}"} if history["loss"] else {}
-            bar.set_postfix(epoch=f"{epoch + 1}/{epochs}", **last, refresh=False)
-            for X, y in train_loader:
-                X = X if isinstance(X, Tensor) else Tensor(X)
-                optimizer.zero_grad()
-                logits = student(X)
-                # alpha = 0 is training on labels: the teacher's outputs would be unused
-                teacher_logits = predict(teacher, X) if alpha > 0 else np.zeros(logits.shape)
-                loss = distillation_loss(logits, teacher_logits, y, T=T, alpha=alpha)
-                loss.backward()
-                optimizer.step()
-                for hook in step_hooks:
-                    hook(student)
-                n = len(X.data)
-                loss_sum += loss.item() * n
-                correct = None if y is None or correct is None else correct + accuracy(logits, y) * n
-                seen += n
-                bar.update(1)
-            if seen == 0:
-                raise ValueError(f"train_loader yielded no batches in epoch {epoch + 1}")
-            history["loss"].append(loss_sum / seen)
-            history["train_acc"].append(None if correct is None else correct / seen)
-            history["val_acc"].append(evaluate(student, val_loader) if val_loader is not None else None)
-            for hook in epoch_hooks:
-                hook(student, epoch, history)
-    finally:
-        bar.close()
-    return history
+
+    def loss_fn(logits, y, X):
+        # alpha = 0 is training on labels: the teacher's outputs would be unused
+        teacher_logits = predict(teacher, X) if alpha > 0 else np.zeros(logits.shape)
+        return distillation_loss(logits, teacher_logits, y, T=T, alpha=alpha)
+
+    return fit(student, train_loader, loss_fn, optimizer, epochs=epochs, val_loader=val_loader,
+               progress=progress, callbacks=callbacks, loss_needs_inputs=True, desc="distilling")
     ### END SOLUTION
 
 # %% nbgrader={"grade": true, "grade_id": "distill-test", "locked": true, "points": 3, "solution": false, "schema_version": 3}
