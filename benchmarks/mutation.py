@@ -1,7 +1,8 @@
 """Mutation testing of the graded reference solutions: does a wrong answer lose points?
 
     python -m benchmarks.mutation 18 [--tasks ID[,ID]] [--sample N --seed S] [--jobs 2]
-                                     [--timeout SECONDS] [--out DIR] [--verify-export K] [--list]
+                                     [--timeout SECONDS] [--out DIR] [--verify-export K]
+                                     [--mutants ID[,ID]] [--list]
 
 For every graded task of a module (the tasks of tests/NN_name/points.toml) the tool takes the
 reference solution (the code between `### BEGIN SOLUTION` and `### END SOLUTION` in the lesson
@@ -664,6 +665,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="bench_results/scratch/mutation", help="folder for mutation.md/.json")
     parser.add_argument("--verify-export", type=int, default=0, metavar="K",
                         help="also check the fast path against nbdev for K of the mutants (0: unmutated only)")
+    parser.add_argument("--mutants", help="comma-separated mutant ids or keys: run only these")
     parser.add_argument("--list", action="store_true", help="list the mutants and stop")
     args = parser.parse_args(argv)
     os.chdir(ROOT)
@@ -685,6 +687,9 @@ def main(argv: list[str] | None = None) -> int:
         runnable = [m for m in mutants if m.status == "pending" and m.key not in equivalents]
         chosen = {m.id for m in random.Random(args.seed).sample(runnable, min(args.sample, len(runnable)))}
         mutants = [m for m in mutants if m.id in chosen]
+    if args.mutants:
+        wanted = {w.strip() for w in args.mutants.split(",")}
+        mutants = [m for m in mutants if m.id in wanted or m.key in wanted]
     if args.list:
         for m in mutants:
             print(f"{m.id:28} {m.key} line {m.line:5} {m.operator:11} {m.description:32} {m.original[:60]}")
