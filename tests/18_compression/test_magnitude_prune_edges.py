@@ -15,10 +15,11 @@ from tinytorch.core.layers import Linear, Sequential
 
 
 def two_layers(small=None, dead=()):
-    """Linear 2->2 (weights `small`, default all 0.1) and Linear 2->3 (weights 1..6); the flat
-    indices `dead` of the second layer are already pruned (zeroed, mask False)."""
+    """Linear 2->2 (weights `small`, default 0.1..0.4) and Linear 2->3 (weights 1..6); the flat
+    indices `dead` of the second layer are already pruned (zeroed, mask False). No ties: these
+    tests do not depend on the tie rule."""
     first, second = Linear(2, 2, rng=0), Linear(2, 3, rng=0)
-    first.weight.data[...] = np.full((2, 2), 0.1) if small is None else small
+    first.weight.data[...] = np.array([[0.1, 0.2], [0.3, 0.4]]) if small is None else small
     second.weight.data[...] = np.arange(1.0, 7.0).reshape(3, 2)
     if dead:
         keep = np.ones(6, dtype=bool)
@@ -31,9 +32,9 @@ def two_layers(small=None, dead=()):
 @pytest.mark.task("magnitude-prune")
 def test_guard_of_one_weight_keeps_that_layers_largest():
     # min_keep 0.25: ceil(0.25 * 4) = 1 weight protected in layer 0, ceil(0.25 * 6) = 2 in layer 2.
-    # k = round(0.4 * 10) = 4: without the guard all four 0.1s would go.
+    # k = round(0.4 * 10) = 4: without the guard all four of layer 0 would go.
     net = magnitude_prune(two_layers(), 0.4, min_keep=0.25)
-    assert net[0].weight.mask.tolist() == [[False, False], [False, True]]   # ties: lower index first
+    assert net[0].weight.mask.tolist() == [[False, False], [False, True]]
     assert net[2].weight.mask.tolist() == [[False, True], [True, True], [True, True]]
 
 
