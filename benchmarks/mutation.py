@@ -620,7 +620,7 @@ def render(result: dict) -> str:
              + (f"{meta['timeout']:.0f} s" if meta.get("timeout") else "5x the task's baseline, at least 30 s"),
              "- **Killed** = a graded test of the task fails, hangs or cannot import: the wrong answer loses points. "
              "Score = killed / mutants that change behaviour (all minus the equivalent ones).", "",
-             "| task | mutants | killed | timeout | survived | equivalent (detected / reviewed) | score |",
+             "| task | mutants | lose points | of which hang | survived | equivalent (detected / reviewed) | score |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for task, row in summary["tasks"].items():
         score = "n/a" if row["score"] is None else f"{100 * row['score']:.1f}%"
@@ -646,6 +646,28 @@ def render(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _write(result: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "mutation.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
+    (out / "mutation.md").write_text(render(result), encoding="utf-8")
+    for task, row in result["summary"]["tasks"].items():
+        score = "n/a" if row["score"] is None else f"{100 * row['score']:.1f}%"
+        print(f"{task:24} {row['mutants']:4} mutants  {row['killed']:4} killed  {row['survived']:3} survived  "
+              f"{row['equivalent_detected'] + row['equivalent_reviewed']:3} equivalent  score {score}")
+
+
+def rescore(target: Target, out: Path) -> int:
+    "Score an earlier run again with the reviewed equivalents as they are now."
+    result = json.loads((out / "mutation.json").read_text(encoding="utf-8"))
+    equivalents = load_equivalents()
+    fields = set(Mutant.__dataclass_fields__)
+    mutants = [Mutant(**{k: v for k, v in m.items() if k in fields and k != "code"}, code="") for m in result["mutants"]]
+    result["summary"] = summarize(target, mutants, equivalents)
+    result["equivalents"] = {k: v for k, v in equivalents.items() if any(m.key == k for m in mutants)}
+    _write(result, out)
+    return 0
+
+
 def _commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True,
@@ -667,11 +689,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="also check the fast path against nbdev for K of the mutants (0: unmutated only)")
     parser.add_argument("--mutants", help="comma-separated mutant ids or keys: run only these")
     parser.add_argument("--list", action="store_true", help="list the mutants and stop")
+    parser.add_argument("--rescore", metavar="DIR", help="re-score DIR/mutation.json with the current "
+                        "mutation_equivalent.toml (after a review) and rewrite its report; runs nothing")
     args = parser.parse_args(argv)
     os.chdir(ROOT)
     sys.path.insert(0, str(ROOT))
     start = time.perf_counter()
     target = find_module(args.module)
+    if args.rescore:
+        return rescore(target, Path(args.rescore))
     tasks = [t.strip() for t in args.tasks.split(",")] if args.tasks else list(target.points)
     unknown = [t for t in tasks if t not in target.points]
     if unknown:
@@ -707,15 +733,9 @@ def main(argv: list[str] | None = None) -> int:
                        "seconds": round(time.perf_counter() - start, 1), "baseline_seconds": baseline},
               "summary": summarize(target, mutants, equivalents),
               "equivalents": {k: v for k, v in equivalents.items() if any(m.key == k for m in mutants)},
-              "mutants": [asdict(m) for m in mutants]}
+              "mutants": [{k: v for k, v in asdict(m).items() if k != "code"} for m in mutants]}  # diffs, not whole functions
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "mutation.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
-    (out / "mutation.md").write_text(render(result), encoding="utf-8")
-    for task, row in result["summary"]["tasks"].items():
-        score = "n/a" if row["score"] is None else f"{100 * row['score']:.1f}%"
-        print(f"{task:24} {row['mutants']:4} mutants  {row['killed']:4} killed  {row['survived']:3} survived  "
-              f"{row['equivalent_detected'] + row['equivalent_reviewed']:3} equivalent  score {score}")
+    _write(result, out)
     print(f"report: {out / 'mutation.md'} ({result['meta']['seconds']:.0f} s)")
     return 0
 
