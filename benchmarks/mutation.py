@@ -54,9 +54,11 @@ import queue
 import random
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -68,6 +70,7 @@ LIB = "tinytorch"
 EQUIVALENT_FILE = Path(__file__).resolve().parent / "mutation_equivalent.toml"
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 _CELL = re.compile(r"^# %%.*nbgrader=(\{.*\})\s*$")
+_STOP = threading.Event()  # set by SIGTERM/SIGINT: finish the mutants running, start no more
 
 # --------------------------------------------------------------------------------------------
 # Solution regions
@@ -566,6 +569,9 @@ def run(target: Target, mutants: list[Mutant], jobs: int, timeout: float | None,
         done = [0]
 
         def one(mutant: Mutant) -> None:
+            if _STOP.is_set():
+                mutant.status = "not-run"
+                return
             parent = slots.get()
             path = target.exported[mutant.function]
             try:
@@ -591,7 +597,7 @@ def run(target: Target, mutants: list[Mutant], jobs: int, timeout: float | None,
 def summarize(target: Target, mutants: list[Mutant], equivalents: dict[str, dict]) -> dict:
     tasks = {}
     for task in target.points:
-        mine = [m for m in mutants if m.task == task]
+        mine = [m for m in mutants if m.task == task and m.status != "not-run"]
         if not mine:
             continue
         lost = [m for m in mine if m.status in ("killed", "timeout", "error")]
@@ -618,6 +624,7 @@ def render(result: dict) -> str:
              + (f" (sample of {meta['sample']}, seed {meta['seed']})" if meta.get("sample") else ""),
              f"- **Time:** {meta['seconds']:.0f} s with {meta['jobs']} job(s); per-mutant limit: "
              + (f"{meta['timeout']:.0f} s" if meta.get("timeout") else "5x the task's baseline, at least 30 s"),
+             *(["- **Interrupted:** the mutants not run are left out of every count."] if meta.get("interrupted") else []),
              "- **Killed** = a graded test of the task fails, hangs or cannot import: the wrong answer loses points. "
              "Score = killed / mutants that change behaviour (all minus the equivalent ones).", "",
              "| task | mutants | lose points | of which hang | survived | equivalent (detected / reviewed) | score |",
@@ -694,6 +701,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.chdir(ROOT)
     sys.path.insert(0, str(ROOT))
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: _STOP.set())  # stop cleanly: temp copies removed, report of what ran
     start = time.perf_counter()
     target = find_module(args.module)
     if args.rescore:
@@ -730,7 +739,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {"meta": {"module": target.number, "command": " ".join(["python -m benchmarks.mutation", *(argv or sys.argv[1:])]),
                        "commit": _commit(), "generated": generated, "mutants": len(mutants), "sample": args.sample,
                        "seed": args.seed if args.sample else None, "jobs": args.jobs, "timeout": args.timeout,
-                       "seconds": round(time.perf_counter() - start, 1), "baseline_seconds": baseline},
+                       "seconds": round(time.perf_counter() - start, 1), "baseline_seconds": baseline,
+                       "interrupted": _STOP.is_set()},
               "summary": summarize(target, mutants, equivalents),
               "equivalents": {k: v for k, v in equivalents.items() if any(m.key == k for m in mutants)},
               "mutants": [{k: v for k, v in asdict(m).items() if k != "code"} for m in mutants]}  # diffs, not whole functions
