@@ -1,5 +1,6 @@
 """magnitude_mask picks exactly the k-th smallest magnitude as its threshold, on arrays large
-enough that np.partition leaves the entries beside the k-th unsorted, and when every entry goes.
+enough that np.partition leaves the entries beside the k-th unsorted, when every entry goes, and
+with a live weight of exactly 0 beside an entry already pruned.
 
 Found by mutation testing (benchmarks/mutation.py): reading the threshold one place off
 (`np.partition(scores, k - 1)[k]` or `np.partition(scores, k)[k - 1]`) passed every test on the
@@ -33,3 +34,14 @@ def test_magnitude_mask_can_prune_every_entry():
     # k = round(0.6 * 1) = 1 = n: the threshold is the largest score, and nothing is kept
     assert magnitude_mask(np.array([2.0]), 0.6).tolist() == [False]
     assert magnitude_mask(np.array([[3.0, -1.0]]), 0.8).tolist() == [[False, False]]   # k = round(1.6) = 2
+
+
+@pytest.mark.task("magnitude-mask")
+def test_dead_entries_go_before_a_live_zero():
+    # Index 1 is already pruned; index 0 is alive and exactly 0. k = max(round(0.2 * 3), 1) = 1:
+    # the dead entry is the one pruned. Ranking it as 0 instead of below every weight would tie
+    # it with the live zero (found by mutation testing: `scores[~mask] = -0.0` for `-1.0`).
+    w = np.array([0.0, 5.0, 3.0])
+    alive = np.array([True, False, True])
+    assert magnitude_mask(w, 0.2, mask=alive).tolist() == [True, False, True]
+    assert magnitude_mask(w, 0.5, mask=alive).tolist() == [False, False, True]   # k = 2: then the live zero
