@@ -6,10 +6,7 @@ full marks; no test had a group that took exactly `min_time`.
 import numpy as np
 import pytest
 
-try:  # the lesson rework (branch lesson) moves it out of prune.py
-    from tinytorch.compression.inference import benchmark_inference
-except ModuleNotFoundError:
-    from tinytorch.compression.prune import benchmark_inference
+from tinytorch.compression.inference import benchmark_inference
 
 
 class StepClock:

@@ -11,10 +11,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-try:  # the lesson rework (branch lesson) moves it out of prune.py
-    from tinytorch.compression.inference import csr_matmul
-except ModuleNotFoundError:
-    from tinytorch.compression.prune import csr_matmul
+from tinytorch.compression.inference import csr_matmul
 
 
 def csr_of(W):

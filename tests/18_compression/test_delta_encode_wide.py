@@ -6,10 +6,7 @@ kept full marks, because no test stored a gap of 256 or more with 9 bits.
 import numpy as np
 import pytest
 
-try:  # the lesson rework (branch lesson) moves it out of prune.py
-    from tinytorch.compression.encoding import encode_delta
-except ModuleNotFoundError:
-    from tinytorch.compression.prune import encode_delta
+from tinytorch.compression.encoding import encode_delta
 
 
 @pytest.mark.task("delta-encode")
