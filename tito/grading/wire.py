@@ -1,0 +1,352 @@
+"""The wire between the test runner (trusted) and the student's process: only data crosses.
+
+Both ends import this file (the student's process from a copy in its sandbox, with the standard
+library and NumPy only). A message is a length-prefixed pickle. Functions, methods and objects
+of classes outside NumPy, the builtins and tinytorch never cross by value: they cross as handles,
+and calling a handle calls the object on its own side. So no code object, closure or source of
+one side ever exists on the other. What the runner reads is unpickled by `SafeUnpickler`, which
+builds only NumPy arrays and scalars, plain containers and instances of tinytorch's classes (no
+constructor runs): a student's value can hold data, never behaviour.
+
+Calls nest: while A waits for B's answer, B may call back into A (a student's function calling
+a task served by the reference, or calling a test's callback); `Peer.request` serves those.
+Arguments a callee changes in place are copied back into the caller's own objects (`sync`).
+"""
+from __future__ import annotations
+
+import builtins
+import io
+import os
+import pickle
+import select
+import struct
+import time
+import types
+
+import numpy as np
+
+MAX_MESSAGE = 256 << 20
+DATA_MODULES = ("numpy", "tinytorch", "builtins", "collections")
+_HEADER = struct.Struct("<Q")
+
+
+# Global switches a call carries across, so the callee runs as the caller would (e.g. no_grad)
+CONTEXT = [("tinytorch.core.tensor", "Tensor", "_grad_enabled")]
+
+
+def _context() -> list:
+    import sys
+
+    return [getattr(getattr(sys.modules.get(m), c, None), a, None) for m, c, a in CONTEXT]
+
+
+def _set_context(values: list) -> list:
+    import sys
+
+    before = _context()
+    for (m, c, a), value in zip(CONTEXT, values):
+        owner = getattr(sys.modules.get(m), c, None)
+        if owner is not None and isinstance(value, bool):
+            setattr(owner, a, value)
+    return before
+
+
+class WireError(Exception):
+    """The other end broke the protocol, died or ran out of time."""
+
+
+class TimedOut(WireError):
+    pass
+
+
+def _is_data(obj) -> bool:
+    if isinstance(obj, pickle.PickleBuffer):
+        return True
+    if isinstance(obj, (types.FunctionType, types.BuiltinFunctionType, types.MethodType, types.ModuleType,
+                        types.GeneratorType, types.CodeType, types.FrameType, types.TracebackType, property,
+                        staticmethod, classmethod, np.ufunc)):
+        return False
+    if isinstance(obj, type):
+        return obj.__module__.split(".")[0] in DATA_MODULES
+    return type(obj).__module__.split(".")[0] in DATA_MODULES
+
+
+class Remote:
+    """Stands for an object on the other side: calling it calls that object there."""
+
+    def __init__(self, peer: "Peer", key: int, name: str):
+        self._peer, self._key, self.__name__ = peer, key, name
+
+    def __call__(self, *args, **kwargs):
+        return self._peer.request(("callh", self._key, args, kwargs))
+
+    def __repr__(self):
+        return f"<{self.__name__}>"
+
+
+class _Pickler(pickle.Pickler):
+    def __init__(self, file, peer: "Peer"):
+        super().__init__(file, protocol=5)
+        self.peer = peer
+
+    def persistent_id(self, obj):
+        if isinstance(obj, Remote) and obj._peer is self.peer:
+            return ("theirs", obj._key)
+        if _is_data(obj) or (getattr(obj, "__module__", None), getattr(obj, "__name__", None)) in _NUMPY:
+            return None
+        return ("mine", self.peer.handle(obj))
+
+
+_NUMPY = {("numpy", "dtype"), ("numpy", "ndarray"), ("numpy._core.multiarray", "_reconstruct"),
+          ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "scalar"),
+          ("numpy.core.multiarray", "scalar"), ("numpy._core.numeric", "_frombuffer"),
+          ("numpy.core.numeric", "_frombuffer"), ("numpy.random._pickle", "__generator_ctor"),
+          ("numpy.random._pickle", "__bit_generator_ctor"), ("numpy.random._pickle", "__randomstate_ctor"),
+          ("numpy.random._pcg64", "PCG64"), ("numpy.random._mt19937", "MT19937"), ("numpy.random._philox", "Philox"),
+          ("numpy.random._sfc64", "SFC64"), ("numpy.random.bit_generator", "__pyx_unpickle_SeedSequence"),
+          ("numpy.random.bit_generator", "SeedSequence"), ("collections", "OrderedDict")}
+# what a value may be rebuilt by calling (a class of tinytorch is only created, never called)
+_CALLABLE = _NUMPY | {("builtins", name) for name in ("set", "frozenset", "complex", "slice", "range", "bytearray")}
+_BUILTINS = {"set", "frozenset", "complex", "slice", "range", "bytearray", "list", "dict", "tuple", "object"}
+
+
+class SafeUnpickler(pickle._Unpickler):
+    """Unpickles what the student's process sends: data only (see the module docstring)."""
+
+    def __init__(self, file, peer: "Peer"):
+        super().__init__(file)
+        self.peer, self.callables = peer, []
+
+    def find_class(self, module, name):
+        if (module, name) in _NUMPY or (module == "builtins" and name in _BUILTINS):
+            found = super().find_class(module, name)
+            if (module, name) in _CALLABLE:
+                self.callables.append(found)
+            return found
+        if module.split(".")[0] == "tinytorch":
+            import importlib
+
+            cls = getattr(importlib.import_module(module), name, None)
+            if isinstance(cls, type) and cls.__module__ == module and not issubclass(cls, BaseException):
+                return cls
+        raise pickle.UnpicklingError(f"a value of type {module}.{name} cannot be checked: return NumPy "
+                                     "arrays, numbers, lists, dicts or tinytorch objects")
+
+    def persistent_load(self, pid):
+        return self.peer.resolve(pid)
+
+    def _reduce(self):
+        args = self.stack.pop()
+        func = self.stack[-1]
+        if not any(func is allowed for allowed in self.callables):
+            raise pickle.UnpicklingError(f"refused to call {func!r} while reading a value")
+        self.stack[-1] = func(*args)
+
+    def _refuse(self):
+        raise pickle.UnpicklingError("old pickle opcodes are refused")
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+    dispatch[pickle.REDUCE[0]] = _reduce
+    dispatch[pickle.INST[0]] = _refuse
+    dispatch[pickle.OBJ[0]] = _refuse
+
+
+class Peer:
+    """One end of the wire: `request` sends a call and serves nested calls until its answer."""
+
+    def __init__(self, read_fd: int, write_fd: int, serve, safe: bool, wait=None):
+        self.rfd, self.wfd, self.serve, self.safe = read_fd, write_fd, serve, safe
+        # wait(fd, seconds) -> whether fd is readable; the runner's also drains the student's output
+        self.wait = wait or (lambda fd, seconds: bool(select.select([fd], [], [], seconds)[0]))
+        self.deadline = None
+        self.handles: dict[int, object] = {}
+        self.keys: dict[int, int] = {}
+        self.remotes: dict[int, Remote] = {}
+
+    def handle(self, obj) -> int:
+        key = self.keys.get(id(obj))
+        if key is None:
+            key = self.keys[id(obj)] = len(self.handles) + 1
+            self.handles[key] = obj
+        return key
+
+    def resolve(self, pid):
+        side, key = pid
+        if side == "theirs":
+            return self.handles[key]
+        if key not in self.remotes:
+            self.remotes[key] = Remote(self, key, f"callable #{key}")
+        return self.remotes[key]
+
+    def send(self, message) -> None:
+        buffer = io.BytesIO()
+        _Pickler(buffer, self).dump(message)
+        data = buffer.getvalue()
+        view = memoryview(_HEADER.pack(len(data)) + data)
+        while view:
+            view = view[os.write(self.wfd, view):]
+
+    def _read(self, n: int) -> bytes:
+        chunks, left = [], n
+        while left:
+            if self.deadline is not None:
+                wait = self.deadline - time.monotonic()
+                if wait <= 0:
+                    raise TimedOut("timed out")
+                if not self.wait(self.rfd, min(wait, 0.5)):
+                    continue
+            chunk = os.read(self.rfd, min(left, 1 << 20))
+            if not chunk:
+                raise WireError("the other process ended")
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+
+    def receive(self):
+        size = _HEADER.unpack(self._read(_HEADER.size))[0]
+        if size > MAX_MESSAGE:
+            raise WireError(f"a value of {size >> 20} MB is too large to check")
+        data = io.BytesIO(self._read(size))
+        unpickler = SafeUnpickler(data, self) if self.safe else _PlainUnpickler(data, self)
+        try:
+            return unpickler.load()
+        except (pickle.UnpicklingError, AttributeError, ImportError, TypeError, ValueError, EOFError,
+                IndexError, KeyError, RecursionError, struct.error) as exc:
+            raise BadValue(str(exc)) from None
+
+    def request(self, message):
+        """Send a call; serve the calls it causes back here; return its result or raise its error."""
+        self.send(message + (_context(),))
+        while True:
+            answer = self.receive()
+            kind = answer[0]
+            if kind == "return":
+                _, result, args, kwargs = answer
+                memo: dict = {}
+                sync(message[-2], args, memo)
+                sync(message[-1], kwargs, memo)
+                return relink(result, memo, set())
+            if kind == "raise":
+                raise make_error(*answer[1:])
+            self.answer(answer)
+
+    def answer(self, call) -> None:
+        """Run one call from the other side and send back its result (and its arguments)."""
+        *call, context = call
+        before = _set_context(context)
+        try:
+            args, kwargs = call[-2], call[-1]
+            result = self.handles[call[1]](*args, **kwargs) if call[0] == "callh" else self.serve(call)
+        except WireError:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - any failure of the callee is the caller's error
+            self.send(("raise",) + describe_error(exc))
+            return
+        finally:
+            _set_context(before)
+        try:
+            self.send(("return", result, args, kwargs))
+        except (pickle.PicklingError, TypeError, AttributeError, RecursionError) as exc:
+            self.send(("raise", "TypeError", f"the result cannot be sent to the tests: {exc}", []))
+
+
+class BadValue(WireError):
+    """A message that does not unpickle as data."""
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    def __init__(self, file, peer):
+        super().__init__(file)
+        self.peer = peer
+
+    def persistent_load(self, pid):
+        return self.peer.resolve(pid)
+
+
+STUDENT_FILES: list[str] = []  # the student's own files: their frames are named in errors
+
+
+def describe_error(exc: BaseException) -> tuple:
+    """(type name, message, frames in the student's files): what of an error crosses the wire."""
+    frames, tb = [], exc.__traceback__
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename
+        if name in STUDENT_FILES:
+            frames.append(f"{os.path.basename(name)}:{tb.tb_lineno}")
+        tb = tb.tb_next
+    kind = getattr(exc, "remote_type", None) or type(exc).__name__
+    try:
+        text = str(exc)
+    except Exception:  # noqa: BLE001 - a student's __str__ may raise
+        text = "(no message)"
+    return kind, text[:2000], getattr(exc, "student_frames", []) + frames
+
+
+class RemoteError(Exception):
+    """An error of a type the tests do not know, raised by the code on the other side."""
+
+
+def make_error(kind: str, message: str, frames: list) -> Exception:
+    cls = getattr(builtins, kind, None)
+    if not (isinstance(cls, type) and issubclass(cls, Exception)):
+        cls = RemoteError
+    try:
+        exc = cls(message)
+    except Exception:  # noqa: BLE001 - an exception type with required arguments
+        exc = RemoteError(message)
+    exc.remote_type, exc.student_frames = kind, list(frames)
+    return exc
+
+
+def sync(mine, theirs, memo: dict, depth: int = 0) -> None:
+    """Make `mine` hold what `theirs` (its copy after a call on the other side) holds, in place,
+    and remember id(theirs) -> mine so that the result refers to the caller's own objects."""
+    if id(theirs) in memo or depth > 50 or type(mine) is not type(theirs):
+        return
+    if isinstance(mine, np.ndarray):
+        if mine.shape == theirs.shape and mine.flags.writeable:
+            memo[id(theirs)] = mine
+            if not np.array_equal(mine, theirs, equal_nan=True):
+                mine[...] = theirs
+        return
+    if not isinstance(mine, tuple):
+        memo[id(theirs)] = mine
+    if isinstance(mine, list):
+        if len(mine) == len(theirs):
+            for a, b in zip(mine, theirs):
+                sync(a, b, memo, depth + 1)
+        mine[:] = [relink(b, memo, set()) for b in theirs]
+    elif isinstance(mine, tuple):
+        for a, b in zip(mine, theirs):
+            sync(a, b, memo, depth + 1)
+    elif isinstance(mine, dict):
+        for key in list(mine):
+            if key not in theirs:
+                del mine[key]
+        for key, value in theirs.items():
+            if key in mine:
+                sync(mine[key], value, memo, depth + 1)
+        for key, value in theirs.items():
+            mine[key] = relink(value, memo, set())
+    elif hasattr(mine, "__dict__") and not isinstance(mine, type) and _is_data(mine):
+        sync(mine.__dict__, theirs.__dict__, memo, depth + 1)
+
+
+def relink(value, memo: dict, seen: set):
+    """`value` with each object that `sync` matched replaced by the caller's own."""
+    if id(value) in memo:
+        return memo[id(value)]
+    if id(value) in seen or isinstance(value, (np.ndarray, str, bytes, int, float, type(None))):
+        return value
+    seen.add(id(value))
+    if isinstance(value, list):
+        value[:] = [relink(v, memo, seen) for v in value]
+    elif isinstance(value, tuple):
+        return type(value)(relink(v, memo, seen) for v in value) if type(value) is tuple else value
+    elif isinstance(value, dict):
+        for key in list(value):
+            value[key] = relink(value[key], memo, seen)
+    elif hasattr(value, "__dict__") and not isinstance(value, type) and _is_data(value):
+        for key, item in list(vars(value).items()):
+            vars(value)[key] = relink(item, memo, seen)
+    return value
