@@ -136,7 +136,7 @@ def results_json(manifest: dict, verdicts: dict, flags: list, fatal: str, kinds:
         if verdict and verdict.get("skipped"):
             skipped.append(f"{task}: {nodeid.split('/')[-1]} ({clean_message(verdict['message'])[:200]})")
         entry = {"name": nodeid.split("/")[-1], "nodeid": nodeid, "passed": passed, "hidden": test["hidden"],
-                 "message": message}
+                 "message": message, "skipped": bool(verdict and verdict.get("skipped"))}
         by_task[task].append(entry)
         per_test.append({**entry, "task": task})
     rows, task_scores, visible_score, visible_max = [], {}, 0.0, 0.0
@@ -175,7 +175,8 @@ def results_json(manifest: dict, verdicts: dict, flags: list, fatal: str, kinds:
 def print_results(results: dict) -> None:
     """One line per task, in exercise order, with each failing task's failures under it."""
     extra = results["extra_data"]
-    print(f"{extra.get('student', '')}  {extra.get('submission', '')}  ({results['execution_time']:.1f}s)")
+    print(f"{extra.get('student', '')}  {extra.get('submission', '')}  ({results['execution_time']:.1f}s, sandbox: "
+          f"{extra.get('sandbox') or 'not started'})")
     if extra.get("ignored"):
         print(f"  ignored: {', '.join(extra['ignored'][:5])}")
     width = max([len(r["name"]) for r in results["tests"]] + [10])

@@ -187,31 +187,33 @@ def build_kit(root: Path, module, dest: Path, reference: Path | None = None) -> 
         for relative in targets:
             shutil.copyfile(staged / relative, dest / "reference" / LIB / relative)
         names, cells = task_names(reference, staged, targets)
-    for task in points.tasks:
-        if not names.get(task):
-            raise TitoError(f"{module.id}: task {task!r} in points.toml has no solution cell defining a function")
     plugins = _pytest_plugins(dest / "tests")
     config = {"mode": "collect", "tests": str(dest / "tests" / module.id), "ini": str(dest / "pytest.ini"),
               "root": str(dest), "plugins": plugins, "task_names": {}, "limits": points.limits}
     with tempfile.TemporaryDirectory(prefix="tito-kit-collect-") as cwd:
         events = list(run_runner(dest, config, Path(cwd), 600))
     found = next((e for e in events if e["event"] == "collected"), None)
-    if found is None or found["code"] not in (0, 5):
-        detail = next((e.get("message") for e in events if e.get("message")), "see pytest's output")
+    if found is None or found["code"] not in (0, 5) or found["errors"]:
+        detail = (found or {}).get("errors", [None])[0] if (found or {}).get("errors") else \
+            next((e.get("message") for e in events if e.get("message")), "see pytest's output")
         raise TitoError(f"the tests of {module.id} do not collect against the reference solution ({detail})")
     tests, problems = [], []
     for test in found["tests"]:
         tasks = test["tasks"]
         if not tasks:
             continue  # an ungraded test: `tito test` runs it, grading does not
-        if len(set(tasks)) > 1 or tasks[0] not in points.tasks:
-            problems.append(f"{test['nodeid']} is marked task(s) {', '.join(tasks)}; points.toml lists one of "
-                            f"{', '.join(points.tasks)}")
+        if len(set(tasks)) > 1:
+            problems.append(f"{test['nodeid']} is marked with several tasks ({', '.join(tasks)})")
+            continue
+        if tasks[0] not in points.tasks:
+            problems.append(f"{test['nodeid']} is marked task {tasks[0]!r}, which points.toml does not list")
             continue
         tests.append({"nodeid": test["nodeid"], "task": tasks[0], "hidden": is_hidden_test(Path(test["file"]))})
     for task in points.tasks:
         if not any(t["task"] == task for t in tests):
             problems.append(f"task {task!r} in points.toml has no test marked @pytest.mark.task({task!r})")
+    problems += [f"task {t!r} in points.toml has no solution cell defining a function" for t in points.tasks
+                 if not names.get(t)]
     if problems:
         raise TitoError(f"{module.id}: {problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
     counts = {task: sum(1 for t in tests if t["task"] == task) for task in points.tasks}

@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tito.grading import wire
 
 OUTPUT_KEEP = 2000  # characters of a test's printed output kept for the feedback
@@ -29,7 +31,7 @@ class StudentProcess:
     """The student's process, started on first use and again after it dies or hangs."""
 
     def __init__(self, cfg: dict):
-        self.cfg, self.proc, self.peer = cfg, None, None
+        self.cfg, self.proc, self.peer, self.sandbox = cfg, None, None, ""
         self.output, self.output_bytes = bytearray(), 0
 
     def _drain(self, fd: int, seconds: float) -> bool:
@@ -59,20 +61,21 @@ class StudentProcess:
         self.out = out_read
         os.set_blocking(out_read, False)
         self.peer = wire.Peer(their_write, their_read, serve_reference, safe=True, wait=self._drain)
-        self.peer.deadline = time.monotonic() + cfg["limits"]["test_timeout"]
+        # the student's process dumps its stack and exits at the import time limit (faulthandler)
+        self.peer.deadline = time.monotonic() + cfg["limits"]["test_timeout"] + 10
         try:
             hello = self.peer.receive()
-        except wire.TimedOut:
-            self.stop()
-            raise ImportHang(self.text()) from None
         except wire.WireError:
             self.stop()
+            if "Timeout (" in self.text():
+                raise ImportHang(self.text()) from None
             last = [line for line in self.text().splitlines() if line.strip()][-1:] or ["no output"]
             raise ImportFailed("SystemExit", f"the process ended while your code was imported ({last[0][:200]})",
                                []) from None
         if hello[0] == "import_error":
             self.stop()
             raise ImportFailed(*hello[1:])
+        self.sandbox = hello[1] if len(hello) > 1 else ""
 
     def text(self) -> str:
         return self.output.decode("utf-8", "replace")
@@ -188,7 +191,7 @@ def _where(excinfo, tests_root: str) -> dict:
     for entry in reversed(excinfo.traceback):
         path = str(entry.path)
         if path.startswith(tests_root):
-            return {"test": f"{os.path.relpath(path, tests_root)}:{entry.lineno + 1}"}
+            return {"test": f"{os.path.basename(path)}:{entry.lineno + 1}"}
     return {}
 
 
@@ -207,41 +210,55 @@ class Plugin:
         self.tests_root = str(Path(cfg["tests"]).resolve().parent) + os.sep
         self.hung: set[str] = set()
         self.found: list = []
+        self.errors: list = []
 
     def pytest_collection_modifyitems(self, items):
         for item in items:
             marks = [m.args[0] for m in item.iter_markers("task") if m.args]
             self.found.append({"nodeid": item.nodeid, "tasks": marks, "file": str(item.path)})
 
-    def pytest_runtest_protocol(self, item, nextitem):
+    @staticmethod
+    def _task(item):
         marks = [m.args[0] for m in item.iter_markers("task") if m.args]
-        task = marks[0] if marks else None
-        STATE.update(task=task, hung=False, deadline=time.monotonic() + self.cfg["limits"]["test_timeout"])
+        return marks[0] if marks else None
+
+    def pytest_collectreport(self, report):
+        if report.failed:
+            lines = [line for line in str(report.longrepr).splitlines() if line.strip()]
+            self.errors.append(f"{report.nodeid}: {lines[-1] if lines else 'error'}")
+
+    def pytest_runtest_logstart(self, nodeid, location):
+        STATE.update(hung=False, deadline=time.monotonic() + self.cfg["limits"]["test_timeout"])
         STUDENT.output, STUDENT.output_bytes = bytearray(), 0
-        self.verdict = {"nodeid": item.nodeid, "passed": True, "skipped": False, "message": "", "where": {}}
+        self.verdict = {"nodeid": nodeid, "passed": True, "skipped": False, "message": "", "where": {}}
+        self.started = time.monotonic()
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_call(self, item):  # the student's time starts with the test, after its fixtures
+        STATE["deadline"] = time.monotonic() + self.cfg["limits"]["test_timeout"]
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item):
+        task = STATE["task"] = self._task(item)
         if task in self.hung:
             self.verdict.update(passed=False, message=f"not run: an earlier test of task {task} timed out")
-        else:
-            from _pytest.runner import runtestprotocol
-
-            item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
-            runtestprotocol(item, nextitem=nextitem, log=False)
-        if STATE["hung"]:
-            self.hung.add(task)
-        self.write({"event": "test", **self.verdict, "output": STUDENT.text(), "output_bytes": STUDENT.output_bytes})
-        STATE["task"] = None
-        return True
+            pytest.skip("an earlier test of its task timed out")
 
     def pytest_runtest_makereport(self, item, call):
         if call.excinfo is None or not self.verdict["passed"]:
             return
-        from _pytest.outcomes import Skipped
-
-        if call.excinfo.errisinstance(Skipped):
+        if call.excinfo.errisinstance(pytest.skip.Exception):
             self.verdict.update(passed=False, skipped=True, message=str(call.excinfo.value))
         else:
             self.verdict.update(passed=False, message=_message(call.excinfo),
                                 where=_where(call.excinfo, self.tests_root))
+
+    def pytest_runtest_logfinish(self, nodeid, location):
+        if STATE["hung"]:
+            self.hung.add(STATE["task"])
+        self.write({"event": "test", **self.verdict, "output": STUDENT.text(), "output_bytes": STUDENT.output_bytes,
+                    "seconds": round(time.monotonic() - self.started, 2)})
+        STATE["task"] = None
 
 
 def main() -> int:
@@ -261,14 +278,13 @@ def main() -> int:
     STUDENT = StudentProcess(cfg)
     STUDENT.out = -1
     install_dispatchers({task: [tuple(n) for n in names] for task, names in cfg["task_names"].items()})
-    import pytest
-
     plugin = Plugin(cfg, write)
-    args = ["-q", "-p", "no:cacheprovider", "-p", "no:randomly", "-c", cfg["ini"], "--rootdir", cfg["root"]]
+    args = ["-q", "-p", "no:cacheprovider", "-p", "no:randomly", "--strict-markers", "-c", cfg["ini"],
+            "--rootdir", cfg["root"]]
     args += [f"-p{name}" for name in cfg.get("plugins", [])]
     if cfg["mode"] == "collect":
         code = pytest.main(args + ["--collect-only", cfg["tests"]], plugins=[plugin])
-        write({"event": "collected", "tests": plugin.found, "code": int(code)})
+        write({"event": "collected", "tests": plugin.found, "code": int(code), "errors": plugin.errors})
         return 0
     try:
         STUDENT.start()
@@ -278,7 +294,8 @@ def main() -> int:
     except ImportHang as exc:
         write({"event": "import_hang", "output": str(exc)})
         return 0
-    write({"event": "imported", "output": STUDENT.text(), "output_bytes": STUDENT.output_bytes})
+    write({"event": "imported", "output": STUDENT.text(), "output_bytes": STUDENT.output_bytes,
+           "sandbox": STUDENT.sandbox})
     pytest.main(args + cfg["nodeids"], plugins=[plugin])
     STUDENT.stop()
     write({"event": "done"})

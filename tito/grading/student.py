@@ -98,9 +98,7 @@ def main(cfg: dict) -> int:
     os.chdir(cfg["work"])
     import numpy  # noqa: F401 - imported before Landlock: it reads files under the interpreter only anyway
 
-    if cfg["landlock"]:
-        applied = landlock([cfg["work"]], read_roots(cfg["sandbox"]))
-        print(f"sandbox: {applied}", file=sys.stderr) if applied.startswith("unavailable") else None
+    applied = landlock([cfg["work"]], read_roots(cfg["sandbox"])) if cfg["landlock"] else "off (--no-landlock)"
     sys.path[:] = [cfg["pkg"]] + [p for p in sys.path if p.startswith((sys.prefix, sys.base_prefix, "/usr"))]
     wire.STUDENT_FILES[:] = [os.path.realpath(f) for f in cfg["student_files"]] + cfg["student_files"]
     peer = wire.Peer(cfg["rfd"], cfg["wfd"], None, safe=False)
@@ -151,7 +149,7 @@ def main(cfg: dict) -> int:
             sys.stderr.flush()
 
     peer.serve = serve
-    peer.send(("ready",))
+    peer.send(("ready", f"landlock: {applied}; user: {os.geteuid()}"))
     while True:
         try:
             message = peer.receive()

@@ -235,8 +235,11 @@ def grade_submission(kit: Kit, submission: Path, student: str | None = None, lim
     results = results_json(manifest, verdicts, flags, fatal, kinds, outputs,
                            source, trust_stubs)
     results["execution_time"] = round(time.monotonic() - started, 2)
+    if ignored:
+        first, _, rest = results["output"].partition("\n")
+        results["output"] = f"{first} (ignored: {', '.join(ignored)})\n{rest}"
     results["extra_data"].update(student=student or submission.stem, submission=source_name, ignored=ignored,
-                                 sandbox=str(sandbox) if keep else "")
+                                 sandbox=outputs.get("(sandbox)", ""), kept=str(sandbox) if keep else "")
     return results
 
 
@@ -262,8 +265,10 @@ def _run(kit, sandbox, nodeids, limits, landlock, deadline, verdicts, outputs) -
         kind = event["event"]
         if kind in ("import_error", "import_hang"):
             return event
-        if kind == "imported" and event.get("output_bytes"):
-            outputs["(import)"] = (event["output"], event["output_bytes"])
+        if kind == "imported":
+            outputs["(sandbox)"] = event.get("sandbox", "")
+            if event.get("output_bytes"):
+                outputs["(import)"] = (event["output"], event["output_bytes"])
         if kind == "test":
             verdicts[event["nodeid"]] = event
             if event.get("output_bytes"):

@@ -28,6 +28,7 @@ import numpy as np
 MAX_MESSAGE = 256 << 20
 DATA_MODULES = ("numpy", "tinytorch", "builtins", "collections")
 _HEADER = struct.Struct("<Q")
+MAGIC = b"\x00TITO-WIRE\x01"
 
 
 # Global switches a call carries across, so the callee runs as the caller would (e.g. no_grad)
@@ -80,6 +81,11 @@ class Remote:
     def __call__(self, *args, **kwargs):
         return self._peer.request(("callh", self._key, args, kwargs))
 
+    def __getattr__(self, name):  # a method of a test's callback object, e.g. on_step_end
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return self._peer.request(("geth", self._key, name, (), {}))
+
     def __repr__(self):
         return f"<{self.__name__}>"
 
@@ -87,11 +93,18 @@ class Remote:
 class _Pickler(pickle.Pickler):
     def __init__(self, file, peer: "Peer"):
         super().__init__(file, protocol=5)
-        self.peer = peer
+        self.peer, self.paths, self.sent = peer, None, set()
 
     def persistent_id(self, obj):
         if isinstance(obj, Remote) and obj._peer is self.peer:
             return ("theirs", obj._key)
+        if hasattr(obj, "__dict__") and not isinstance(obj, type) and self.peer.serving:
+            # an object the other side passed in, passed back during the call: theirs, with its state
+            self.paths = self.paths if self.paths is not None else _paths(self.peer.serving)
+            if id(obj) in self.paths:
+                first = id(obj) not in self.sent
+                self.sent.add(id(obj))
+                return ("path", *self.paths[id(obj)], dict(vars(obj)) if first else None)
         if _is_data(obj) or (getattr(obj, "__module__", None), getattr(obj, "__name__", None)) in _NUMPY:
             return None
         return ("mine", self.peer.handle(obj))
@@ -159,9 +172,12 @@ class Peer:
         # wait(fd, seconds) -> whether fd is readable; the runner's also drains the student's output
         self.wait = wait or (lambda fd, seconds: bool(select.select([fd], [], [], seconds)[0]))
         self.deadline = None
+        self.buffer = bytearray()
         self.handles: dict[int, object] = {}
         self.keys: dict[int, int] = {}
         self.remotes: dict[int, Remote] = {}
+        self.calling: list = []  # (args, kwargs) of the calls this side is waiting on, outermost first
+        self.serving: list = []  # (args, kwargs) of the calls this side is answering, outermost first
 
     def handle(self, obj) -> int:
         key = self.keys.get(id(obj))
@@ -171,6 +187,17 @@ class Peer:
         return key
 
     def resolve(self, pid):
+        if pid[0] == "path":
+            try:
+                _, depth, path, state = pid
+                obj = self.calling[depth]
+                for step in path:
+                    obj = vars(obj)[step] if isinstance(step, str) and hasattr(obj, "__dict__") else obj[step]
+            except (LookupError, TypeError, ValueError) as exc:
+                raise pickle.UnpicklingError(f"a reference to no argument ({exc})") from None
+            if state is not None and isinstance(state, dict):
+                sync(vars(obj), state, {})
+            return obj
         side, key = pid
         if side == "theirs":
             return self.handles[key]
@@ -182,31 +209,47 @@ class Peer:
         buffer = io.BytesIO()
         _Pickler(buffer, self).dump(message)
         data = buffer.getvalue()
-        view = memoryview(_HEADER.pack(len(data)) + data)
+        view = memoryview(MAGIC + _HEADER.pack(len(data)) + data)
         while view:
             view = view[os.write(self.wfd, view):]
 
-    def _read(self, n: int) -> bytes:
-        chunks, left = [], n
-        while left:
+    def _fill(self, n: int) -> None:
+        """Read until the buffer holds `n` bytes (or the deadline passes, or the other end closes)."""
+        while len(self.buffer) < n:
             if self.deadline is not None:
                 wait = self.deadline - time.monotonic()
                 if wait <= 0:
                     raise TimedOut("timed out")
                 if not self.wait(self.rfd, min(wait, 0.5)):
                     continue
-            chunk = os.read(self.rfd, min(left, 1 << 20))
+            chunk = os.read(self.rfd, 1 << 20)
             if not chunk:
                 raise WireError("the other process ended")
-            chunks.append(chunk)
-            left -= len(chunk)
-        return b"".join(chunks)
+            self.buffer += chunk
 
     def receive(self):
-        size = _HEADER.unpack(self._read(_HEADER.size))[0]
+        # Bytes before a frame's mark are skipped: the student's code may write to any descriptor
+        # it has, but only its own answers can come from it, and those are just values.
+        skipped = 0
+        while True:
+            self._fill(len(MAGIC))
+            at = self.buffer.find(MAGIC)
+            if at >= 0:
+                del self.buffer[:at]
+                break
+            skipped += len(self.buffer) - len(MAGIC) + 1
+            del self.buffer[:len(self.buffer) - len(MAGIC) + 1]
+            if skipped > MAX_MESSAGE:
+                raise WireError("no message, only noise, on the channel")
+        self._fill(len(MAGIC) + _HEADER.size)
+        size = _HEADER.unpack(self.buffer[len(MAGIC):len(MAGIC) + _HEADER.size])[0]
         if size > MAX_MESSAGE:
             raise WireError(f"a value of {size >> 20} MB is too large to check")
-        data = io.BytesIO(self._read(size))
+        end = len(MAGIC) + _HEADER.size + size
+        self._fill(end)
+        payload = bytes(self.buffer[len(MAGIC) + _HEADER.size:end])
+        del self.buffer[:end]
+        data = io.BytesIO(payload)
         unpickler = SafeUnpickler(data, self) if self.safe else _PlainUnpickler(data, self)
         try:
             return unpickler.load()
@@ -217,6 +260,13 @@ class Peer:
     def request(self, message):
         """Send a call; serve the calls it causes back here; return its result or raise its error."""
         self.send(message + (_context(),))
+        self.calling.append((message[-2], message[-1]))
+        try:
+            return self._wait(message)
+        finally:
+            self.calling.pop()
+
+    def _wait(self, message):
         while True:
             answer = self.receive()
             kind = answer[0]
@@ -234,9 +284,13 @@ class Peer:
         """Run one call from the other side and send back its result (and its arguments)."""
         *call, context = call
         before = _set_context(context)
+        args, kwargs = call[-2], call[-1]
+        self.serving.append((args, kwargs))
         try:
-            args, kwargs = call[-2], call[-1]
-            result = self.handles[call[1]](*args, **kwargs) if call[0] == "callh" else self.serve(call)
+            if call[0] == "geth":
+                result = getattr(self.handles[call[1]], call[2])
+            else:
+                result = self.handles[call[1]](*args, **kwargs) if call[0] == "callh" else self.serve(call)
         except WireError:
             raise
         except BaseException as exc:  # noqa: BLE001 - any failure of the callee is the caller's error
@@ -244,10 +298,28 @@ class Peer:
             return
         finally:
             _set_context(before)
+            self.serving.pop()
         try:
             self.send(("return", result, args, kwargs))
         except (pickle.PicklingError, TypeError, AttributeError, RecursionError) as exc:
             self.send(("raise", "TypeError", f"the result cannot be sent to the tests: {exc}", []))
+
+
+def _paths(levels: list, limit: int = 20000) -> dict:
+    """id -> (level, path) of each object with attributes reachable from calls' arguments."""
+    found: dict = {}
+    todo = [(level, (i,), arg) for level, (args, kwargs) in enumerate(levels) for i, arg in
+            enumerate((tuple(args), dict(kwargs)))]
+    while todo and len(found) < limit:
+        level, path, obj = todo.pop()
+        if isinstance(obj, (tuple, list)):
+            todo += [(level, path + (i,), item) for i, item in enumerate(obj)]
+        elif isinstance(obj, dict):
+            todo += [(level, path + (k,), v) for k, v in obj.items() if isinstance(k, (str, int))]
+        elif hasattr(obj, "__dict__") and not isinstance(obj, type) and _is_data(obj) and id(obj) not in found:
+            found[id(obj)] = (level, path)
+            todo += [(level, path + (k,), v) for k, v in vars(obj).items()]
+    return found
 
 
 class BadValue(WireError):
