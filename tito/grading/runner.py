@@ -282,6 +282,8 @@ def main() -> int:
     args = ["-q", "-p", "no:cacheprovider", "-p", "no:randomly", "--strict-markers", "-c", cfg["ini"],
             "--rootdir", cfg["root"]]
     args += [f"-p{name}" for name in cfg.get("plugins", [])]
+    if "_hypothesis_pytestplugin" in cfg.get("plugins", []):
+        args.append("--hypothesis-seed=0")  # a regrade draws the same examples and gives the same feedback
     if cfg["mode"] == "collect":
         code = pytest.main(args + ["--collect-only", cfg["tests"]], plugins=[plugin])
         write({"event": "collected", "tests": plugin.found, "code": int(code), "errors": plugin.errors})

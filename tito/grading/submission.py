@@ -176,8 +176,12 @@ def _sandbox(kit: Kit) -> Path:
         shutil.copyfile(kit.folder / name, sandbox / name)
     for folder in ("work/tmp", "runner"):
         (sandbox / folder).mkdir(parents=True)
-    if os.geteuid() == 0:  # the student's user reads the sandbox and writes only its work folder
-        os.chmod(sandbox, 0o755)
+    if os.geteuid() == 0:  # the student's user reads the sandbox (the kit is root's) and writes its work folder
+        for folder, _, files in os.walk(sandbox):
+            os.chmod(folder, 0o755)
+            for name in files:
+                os.chmod(os.path.join(folder, name), 0o644)
+        os.chmod(sandbox / "runner", 0o700)
         for path in (sandbox / "work", sandbox / "work" / "tmp"):
             os.chown(path, NOBODY, NOBODY)
     return sandbox

@@ -1,16 +1,11 @@
 """The wire between the test runner (trusted) and the student's process: only data crosses.
 
-Both ends import this file (the student's process from a copy in its sandbox, with the standard
-library and NumPy only). A message is a length-prefixed pickle. Functions, methods and objects
-of classes outside NumPy, the builtins and tinytorch never cross by value: they cross as handles,
-and calling a handle calls the object on its own side. So no code object, closure or source of
-one side ever exists on the other. What the runner reads is unpickled by `SafeUnpickler`, which
-builds only NumPy arrays and scalars, plain containers and instances of tinytorch's classes (no
-constructor runs): a student's value can hold data, never behaviour.
-
-Calls nest: while A waits for B's answer, B may call back into A (a student's function calling
-a task served by the reference, or calling a test's callback); `Peer.request` serves those.
-Arguments a callee changes in place are copied back into the caller's own objects (`sync`).
+Both ends import this file (the student's from a copy in its sandbox). A message is a marked,
+length-prefixed pickle. Functions and objects of classes outside NumPy, the builtins and tinytorch
+cross as handles: calling one calls the object on its own side, so no code object, closure or
+source of one side ever exists on the other. The runner unpickles with `SafeUnpickler`: NumPy
+values, plain containers and tinytorch objects (no constructor runs), never behaviour. Calls nest
+(a callee may call back while its caller waits); arguments changed in place are copied back.
 """
 from __future__ import annotations
 
@@ -60,6 +55,10 @@ class TimedOut(WireError):
     pass
 
 
+class BadValue(WireError):
+    """A message that does not unpickle as data."""
+
+
 def _is_data(obj) -> bool:
     if isinstance(obj, pickle.PickleBuffer):
         return True
@@ -82,12 +81,17 @@ class Remote:
         return self._peer.request(("callh", self._key, args, kwargs))
 
     def __getattr__(self, name):  # a method of a test's callback object, e.g. on_step_end
-        if name.startswith("__"):
+        if name.startswith("__") or self._peer.safe:  # the runner never asks a student's object
             raise AttributeError(name)
         return self._peer.request(("geth", self._key, name, (), {}))
 
     def __repr__(self):
         return f"<{self.__name__}>"
+
+    def __bool__(self):  # in the runner: a student's function is no answer to a test
+        if self._peer.safe:
+            raise TypeError(f"{self.__name__} is a function, not a value")
+        return True
 
 
 class _Pickler(pickle.Pickler):
@@ -250,7 +254,8 @@ class Peer:
         payload = bytes(self.buffer[len(MAGIC) + _HEADER.size:end])
         del self.buffer[:end]
         data = io.BytesIO(payload)
-        unpickler = SafeUnpickler(data, self) if self.safe else _PlainUnpickler(data, self)
+        unpickler = SafeUnpickler(data, self) if self.safe else _PlainUnpickler(data)
+        unpickler.peer = self
         try:
             return unpickler.load()
         except (pickle.UnpicklingError, AttributeError, ImportError, TypeError, ValueError, EOFError,
@@ -322,15 +327,7 @@ def _paths(levels: list, limit: int = 20000) -> dict:
     return found
 
 
-class BadValue(WireError):
-    """A message that does not unpickle as data."""
-
-
-class _PlainUnpickler(pickle.Unpickler):
-    def __init__(self, file, peer):
-        super().__init__(file)
-        self.peer = peer
-
+class _PlainUnpickler(pickle.Unpickler):  # the student's side: what the runner sends is trusted
     def persistent_load(self, pid):
         return self.peer.resolve(pid)
 
