@@ -313,7 +313,7 @@ def test_a_hang_at_import_is_found_once_and_costs_its_task(cli):
     results = json.loads(cli["import_hang_json"].read_text())
     assert results["extra_data"]["tasks"] == {"magnitude-mask": 2, "sparsity": 0, "prune": 2}, results["output"]
     assert "task sparsity: your code timed out while importing" in results["output"]
-    assert results["execution_time"] < 60  # one 1.5 s time limit, not one per task or test
+    assert results["execution_time"] < 60  # one import limit (1.5 s + 10 s of slack), not one per task or test
 
 
 def test_regrades_give_the_same_score_and_feedback(kit, tmp_path):

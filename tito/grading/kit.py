@@ -56,8 +56,7 @@ def clean_env(**extra) -> dict[str, str]:
 
 def run_runner(kit_folder: Path, config: dict, cwd: Path, timeout: float):
     """Start the test runner (tito.grading.runner) on `config`; yield each event it reports."""
-    import select
-    import time
+    import threading
 
     read, write = os.pipe()
     env = clean_env(HOME=str(cwd), TMPDIR=str(cwd),
@@ -68,35 +67,37 @@ def run_runner(kit_folder: Path, config: dict, cwd: Path, timeout: float):
         os.close(write)
         proc.stdin.write(json.dumps({**config, "result_fd": write}).encode())
         proc.stdin.close()
-        deadline, buffer, finished = time.monotonic() + timeout, b"", False
+        fired = threading.Event()
+
+        def stop():  # the submission's total time limit
+            fired.set()
+            _kill(proc)
+
+        timer = threading.Timer(timeout, stop)
+        timer.start()
+        finished = False
         try:
-            with os.fdopen(read, "rb", buffering=0) as pipe:
-                while True:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        yield {"event": "timeout"}
-                        break
-                    if not select.select([pipe], [], [], min(left, 1.0))[0]:
-                        continue
-                    chunk = pipe.read(1 << 16)
-                    if not chunk:
-                        break
-                    buffer += chunk
-                    while b"\n" in buffer:
-                        line, buffer = buffer.split(b"\n", 1)
-                        event = json.loads(line)
-                        finished = finished or event["event"] in ("done", "collected", "import_error", "import_hang")
-                        yield event
+            with os.fdopen(read, "rb") as pipe:
+                for line in pipe:
+                    event = json.loads(line)
+                    finished = finished or event["event"] in ("done", "collected", "import_error", "import_hang")
+                    yield event
         finally:
-            try:
-                os.killpg(proc.pid, 9)
-            except (ProcessLookupError, PermissionError):
-                pass
+            timer.cancel()
+            _kill(proc)
             code = proc.wait()
             log.seek(0)
             tail = log.read().decode("utf-8", "replace").strip().splitlines()[-3:]
-        if code not in (0, -9) or not finished:
-            yield {"event": "runner_failed", "message": " | ".join(tail)}
+        if not finished:
+            yield {"event": "timeout"} if fired.is_set() else \
+                {"event": "runner_failed", "message": f"exit code {code}: " + " | ".join(tail)}
+
+
+def _kill(proc) -> None:
+    try:
+        os.killpg(proc.pid, 9)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _source_number(path: Path) -> int | None:

@@ -37,8 +37,7 @@ class StudentProcess:
     def _drain(self, fd: int, seconds: float) -> bool:
         """Wait for `fd` while keeping the first OUTPUT_KEEP bytes of what the student prints."""
         ready = select.select([fd, self.out], [], [], seconds)[0]
-        if self.out in ready:
-            chunk = os.read(self.out, 1 << 16)
+        if self.out in ready and (chunk := os.read(self.out, 1 << 16)):
             self.output_bytes += len(chunk)
             self.output += chunk[:max(0, OUTPUT_KEEP - len(self.output))]
         return fd in ready
@@ -82,20 +81,21 @@ class StudentProcess:
 
     def call(self, task: str, module: str, name: str, args, kwargs):
         if self.proc is None or self.proc.poll() is not None:
-            self.start()
+            self.start()  # after a hang or crash: the restart is not the test's time
+            STATE["deadline"] = max(STATE["deadline"], time.monotonic() + self.cfg["limits"]["test_timeout"])
         self.peer.deadline = STATE["deadline"]
         try:
             return self.peer.request(("call", task, module, name, args, kwargs))
         except wire.TimedOut:
             self.stop()
             STATE["hung"] = True
-            raise TestTimeout(f"timed out after {self.cfg['limits']['test_timeout']:g} s") from None
+            raise Stopped(f"timed out after {self.cfg['limits']['test_timeout']:g} s") from None
         except wire.BadValue as exc:
             self.stop()  # the stream is out of step after a refused value
             raise TypeError(f"{name} returned a value the tests cannot use: {exc}") from None
         except wire.WireError:
             code = self.stop()
-            raise StudentCrash(f"your code ended its process ({describe_exit(code)})") from None
+            raise Stopped(f"your code ended its process ({describe_exit(code)})") from None
 
     def stop(self):
         if self.proc is None:
@@ -107,12 +107,10 @@ class StudentProcess:
         code = self.proc.wait()
         for fd in (self.peer.rfd, self.peer.wfd):
             os.close(fd)
-        while select.select([self.out], [], [], 0)[0]:
-            chunk = os.read(self.out, 1 << 16)
-            if not chunk:
-                break
-            self.output_bytes += len(chunk)
-            self.output += chunk[:max(0, OUTPUT_KEEP - len(self.output))]
+        before = -1
+        while before != self.output_bytes:  # what it printed before it ended
+            before = self.output_bytes
+            self._drain(self.out, 0)
         os.close(self.out)
         self.proc = None
         return code
@@ -143,12 +141,8 @@ class ImportHang(Exception):
     pass
 
 
-class TestTimeout(Exception):
-    pass
-
-
-class StudentCrash(Exception):
-    pass
+class Stopped(Exception):
+    """The student's process timed out or ended during a test: the message says which."""
 
 
 STATE: dict = {"task": None, "deadline": None, "hung": False}
@@ -199,7 +193,7 @@ def _message(excinfo) -> str:
     exc = excinfo.value
     if hasattr(exc, "remote_type"):
         return f"{exc.remote_type}: {exc}"
-    if isinstance(exc, (TestTimeout, StudentCrash)):
+    if isinstance(exc, Stopped):
         return str(exc)
     return excinfo.exconly()
 

@@ -23,6 +23,7 @@ from .feedback import locate, results_json
 from .kit import LIB, Kit, clean_env, run_runner
 
 NOBODY = 65534
+IMPORT_SLACK = 10.0  # seconds beyond a test's limit for importing numpy and the module on a busy machine
 
 
 def _code_cells(path: Path) -> list[str] | None:
@@ -214,7 +215,7 @@ def grade_submission(kit: Kit, submission: Path, student: str | None = None, lim
             if event["event"] == "import_hang":
                 frames = re.findall(r'File "[^"]*?([^"/]+)", line (\d+)', event["output"])
                 frames = [f"{name}:{line}" for name, line in frames]
-                what = f"timed out while importing (limit {limits['test_timeout']:g} s)"
+                what = f"timed out while importing (limit {limits['test_timeout'] + IMPORT_SLACK:g} s)"
             else:
                 frames, what = event["frames"], f"raised {event['message'][:300]} while it was imported"
             task = _task_at(frames, lib_dir, found)
@@ -262,7 +263,7 @@ def _run(kit, sandbox, nodeids, limits, landlock, deadline, verdicts, outputs) -
                     "student_files": [str(sandbox / "pkg" / LIB / t) for t in manifest["export_targets"]],
                     "modules": sorted({m for names in manifest["task_names"].values() for m, _ in names}),
                     "tasks": manifest["task_names"], "memory_mb": int(limits["memory_mb"]),
-                    "cpu_seconds": int(limits["total_timeout"]) + 10, "import_timeout": float(limits["test_timeout"]),
+                    "cpu_seconds": int(limits["total_timeout"]) + 10, "import_timeout": float(limits["test_timeout"]) + IMPORT_SLACK,
                     "user": NOBODY},
     }
     for event in run_runner(kit.folder, config, sandbox / "runner", max(1.0, deadline - time.monotonic())):
