@@ -177,8 +177,6 @@ def print_results(results: dict) -> None:
     extra = results["extra_data"]
     print(f"{extra.get('student', '')}  {extra.get('submission', '')}  ({results['execution_time']:.1f}s, sandbox: "
           f"{extra.get('sandbox') or 'not started'})")
-    if extra.get("ignored"):
-        print(f"  ignored: {', '.join(extra['ignored'][:5])}")
     width = max([len(r["name"]) for r in results["tests"]] + [10])
     for row in results["tests"]:
         hidden = " (hidden)" if row["visibility"] != "visible" else ""
@@ -187,8 +185,7 @@ def print_results(results: dict) -> None:
         if row["status"] != "passed":
             for line in row["output"].splitlines()[1:] or row["output"].splitlines()[:1]:
                 print(f"         {line[:200]}")
-    if extra.get("problem"):
-        print(f"  problem: {extra['problem']}")
-    for flag in extra.get("flags", []):
-        print(f"  note: {flag[:300]}")
+    for line in results["output"].splitlines():
+        if line.startswith(("problem:", "note:")):
+            print(f"  {line[:300]}")
     print(f"  total: {results['score']:g} / {results['max_score']:g}")

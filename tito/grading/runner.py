@@ -42,6 +42,12 @@ class StudentProcess:
             self.output += chunk[:max(0, OUTPUT_KEEP - len(self.output))]
         return fd in ready
 
+    def _drain_all(self) -> None:
+        before = -1
+        while before != self.output_bytes:
+            before = self.output_bytes
+            self._drain(self.out, 0)
+
     def start(self) -> None:
         cfg = self.cfg
         to_student, their_read = os.pipe()
@@ -61,7 +67,7 @@ class StudentProcess:
         os.set_blocking(out_read, False)
         self.peer = wire.Peer(their_write, their_read, serve_reference, safe=True, wait=self._drain)
         # the student's process dumps its stack and exits at the import time limit (faulthandler)
-        self.peer.deadline = time.monotonic() + cfg["limits"]["test_timeout"] + 10
+        self.peer.deadline = time.monotonic() + cfg["student"]["import_timeout"] + 5
         try:
             hello = self.peer.receive()
         except wire.WireError:
@@ -96,6 +102,9 @@ class StudentProcess:
         except wire.WireError:
             code = self.stop()
             raise Stopped(f"your code ended its process ({describe_exit(code)})") from None
+        finally:
+            if self.proc is not None:
+                self._drain_all()  # it flushed before answering: all it printed is this test's
 
     def stop(self):
         if self.proc is None:
@@ -107,10 +116,7 @@ class StudentProcess:
         code = self.proc.wait()
         for fd in (self.peer.rfd, self.peer.wfd):
             os.close(fd)
-        before = -1
-        while before != self.output_bytes:  # what it printed before it ended
-            before = self.output_bytes
-            self._drain(self.out, 0)
+        self._drain_all()  # what it printed before it ended
         os.close(self.out)
         self.proc = None
         return code

@@ -162,11 +162,16 @@ def _task_at(frames: list[str], lib_dir: Path, found: dict) -> str | None:
             lines = path.read_text(encoding="utf-8").split("\n")
             if not line.isdigit() or not 1 <= int(line) <= len(lines):
                 continue
-            text = lines[int(line) - 1].strip()
-            for task, cells in found.items():
-                if text and any(text in c.source.split("\n") or text in [l.strip() for l in c.source.split("\n")]
-                                for c in cells):
-                    return task
+            start = int(line) - 1
+            while start > 0 and not lines[start - 1].startswith("# %% "):
+                start -= 1  # the cell this line was exported from, up to the line
+            chunk = [text.strip() for text in lines[start:int(line)]]
+            for size in (len(chunk), 1):  # the cell up to the line, or else the line alone
+                for task, cells in found.items():
+                    for cell in cells:
+                        mine = [text.strip() for text in cell.source.split("\n")]
+                        if any(mine[i:i + size] == chunk[-size:] for i in range(len(mine) - size + 1)):
+                            return task
     return None
 
 

@@ -30,18 +30,13 @@ MAGIC = b"\x00TITO-WIRE\x01"
 CONTEXT = [("tinytorch.core.tensor", "Tensor", "_grad_enabled")]
 
 
-def _context() -> list:
+def _context(values: list | None = None) -> list:
+    """The CONTEXT switches' values; with `values`, set them first and return the old ones."""
     import sys
 
-    return [getattr(getattr(sys.modules.get(m), c, None), a, None) for m, c, a in CONTEXT]
-
-
-def _set_context(values: list) -> list:
-    import sys
-
-    before = _context()
-    for (m, c, a), value in zip(CONTEXT, values):
-        owner = getattr(sys.modules.get(m), c, None)
+    owners = [getattr(sys.modules.get(m), c, None) for m, c, _ in CONTEXT]
+    before = [getattr(owner, a, None) for owner, (_, _, a) in zip(owners, CONTEXT)]
+    for owner, (_, _, a), value in zip(owners, CONTEXT, values or []):
         if owner is not None and isinstance(value, bool):
             setattr(owner, a, value)
     return before
@@ -288,7 +283,7 @@ class Peer:
     def answer(self, call) -> None:
         """Run one call from the other side and send back its result (and its arguments)."""
         *call, context = call
-        before = _set_context(context)
+        before = _context(context)
         args, kwargs = call[-2], call[-1]
         self.serving.append((args, kwargs))
         try:
@@ -302,7 +297,7 @@ class Peer:
             self.send(("raise",) + describe_error(exc))
             return
         finally:
-            _set_context(before)
+            _context(before)
             self.serving.pop()
         try:
             self.send(("return", result, args, kwargs))
