@@ -10,11 +10,13 @@ The zip holds what Gradescope's autograder format asks for at its top level:
 - `run_autograder`: grades /autograder/submission into /autograder/results/results.json, in
   Gradescope's format (keys it does not define go into `extra_data`);
 - `README.md`: what the bundle is, which Python it was built with, how to check it;
-- `kit/`: the grading kit (the package without the graded module, its visible and hidden tests,
-  the manifest of graded tests and points, and the sandboxed test runner);
+- `kit/`: the grading kit (tito/grading/kit.py): the package with the reference solution, which
+  only the trusted test runner imports, the package without the graded module, which the student's
+  process gets, the visible and hidden tests and the manifest of graded tests and points;
 - `tito/`: the grading code.
-The kit holds the reference solution's cells (`reference.json`), outside every grading sandbox:
-grading swaps them in for the other tasks when it grades each task alone.
+Gradescope runs the autograder as root: the kit is readable by root only and the student's code
+runs as an unprivileged user, so it can read neither the reference nor the hidden tests
+(tito/grading/DESIGN.md).
 `AUTOGRADER_ROOT` (default /autograder) and `TITO_PYTHON` let tito's own tests run the bundle
 in a temporary folder laid out like /autograder; tests/tito/test_gradescope_sim.py runs it as
 Gradescope does, as root, in a private mount namespace over an overlay of the root file system.
@@ -32,7 +34,7 @@ import zipfile
 from pathlib import Path
 
 from .errors import TitoError
-from .grade import build_kit
+from .grading.kit import build_kit
 from .modules import resolve
 
 # What grading itself imports, whatever pyproject.toml lists.
@@ -98,7 +100,9 @@ mkdir -p "$ROOT/results"
 RESULTS="$ROOT/results/results.json"
 rm -f "$RESULTS"
 cd "$SOURCE"
-PYTHONPATH="$SOURCE" "$PY" -m tito.cli grade "$ROOT/submission" --kit "$SOURCE/kit" --json "$RESULTS"
+# the kit holds the reference and the hidden tests: root only (the student's code runs as nobody)
+[ "$(id -u)" = 0 ] && chmod -R go-rwx "$SOURCE/kit"
+PYTHONPATH="$SOURCE" "$PY" -m tito.cli grade run "$ROOT/submission" --kit "$SOURCE/kit" --json "$RESULTS"
 # Gradescope's format: keys it does not define go into extra_data, test numbers are strings;
 # if grading itself could not run, say so on Gradescope rather than failing silently.
 "$PY" - "$RESULTS" <<'PY'
@@ -154,8 +158,11 @@ is 3.12). In the course repository, `python -m pytest tests/tito/test_gradescope
   (where the course's tests ran), top-level requirements first, then what they depend on.
 - `run_autograder` (run for each submission): grades /autograder/submission (a `.py` or `.ipynb`
   of the module, or a folder holding one) into /autograder/results/results.json.
-- `kit/`: the package without the graded module, the visible and hidden tests, the manifest of
-  graded tests and points. `tito/`: the grading code. The reference solution is not included.
+- `kit/`: the grading kit. It includes the reference solution (`kit/reference/`) and the hidden
+  tests: the test runner needs the reference to grade each exercise alone (the other exercises are
+  the reference's). Only root can read `kit/`; the student's code runs as an unprivileged user in a
+  separate process that reaches the tests only through a data-only pipe, so neither the reference
+  nor the hidden tests can reach a student (tito/grading/DESIGN.md). `tito/`: the grading code.
 """
 
 

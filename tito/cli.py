@@ -143,8 +143,23 @@ def cmd_grade(args) -> int:
     import json
     import tempfile
 
-    from . import grade
+    from .grading import gradebook, selfcheck
+    from .grading.feedback import print_results
+    from .grading.kit import Kit, build_kit
+    from .grading.submission import grade_submission
 
+    root = None if args.action == "run" and args.kit else repo_root()
+    if args.action == "self-check":
+        if args.all == bool(args.module):
+            raise TitoError("name one module to check, or pass --all", exit_code=2)
+        modules = _graded_modules(root) if args.all else [resolve(root, args.module)]
+        results = [selfcheck.self_check(root, module) for module in modules]
+        print(f"self-check: {sum(results)} passed, {len(results) - sum(results)} failed")
+        return 0 if all(results) else 1
+    if args.action == "list":
+        with tempfile.TemporaryDirectory(prefix="tito-kit-") as tmp:
+            selfcheck.print_listing(build_kit(root, resolve(root, args.module), Path(tmp) / "kit"))
+        return 0
     if args.jobs < 1:
         raise TitoError(f"--jobs must be at least 1, got {args.jobs}", exit_code=2)
     limits = {}
@@ -152,63 +167,30 @@ def cmd_grade(args) -> int:
         if args.timeout <= 0:
             raise TitoError(f"--timeout must be positive, got {args.timeout:g}", exit_code=2)
         limits["test_timeout"] = args.timeout
-    if args.memory is not None:
-        if args.memory < 256:
-            raise TitoError(f"--memory must be at least 256 (MB), got {args.memory}", exit_code=2)
-        limits["memory_mb"] = args.memory
-    if args.self_check:
-        root = repo_root()
-        if args.all:
-            modules = _graded_modules(root)
-            if not modules:
-                print("no graded modules (none has tests/NN_name/points.toml)")
-                return 0
-        else:
-            wanted = args.module or args.submission
-            if not wanted:
-                raise TitoError("name a module to check, or pass --all", exit_code=2)
-            modules = [resolve(root, wanted)]
-        results = [grade.self_check(root, module) for module in modules]
-        print(f"self-check: {sum(results)} passed, {len(results) - sum(results)} failed")
-        return 0 if all(results) else 1
-    if args.submission and not (args.list or Path(args.submission).exists()):
-        raise TitoError(f"{args.submission} does not exist", exit_code=2)
-    if args.submission and not args.list and not args.kit and args.module and Path(args.submission).is_dir():
-        folder = Path(args.submission)
-        name = resolve(repo_root(), args.module).name
-        if not grade.is_single_submission(folder, name) and not grade.submissions_in(folder):
-            raise TitoError(f"{folder} holds no submissions (.py or .ipynb files, or one folder per student)")
+    submission = Path(args.submission)
+    if not submission.exists():
+        raise TitoError(f"{submission} does not exist", exit_code=2)
+    if not args.kit and not args.module:
+        raise TitoError("which module? pass --module, e.g. --module 18_compression", exit_code=2)
     with tempfile.TemporaryDirectory(prefix="tito-kit-") as tmp:
         if args.kit:
-            kit = grade.Kit.load(Path(args.kit))
+            kit = Kit.load(Path(args.kit))
         else:
-            root = repo_root()
-            wanted = args.module or (args.submission if args.list else None)
-            if not wanted:
-                raise TitoError("which module? pass --module, e.g. --module 18_compression", exit_code=2)
-            kit = grade.build_kit(root, resolve(root, wanted), Path(tmp) / "kit")
-        if args.list:
-            grade.print_listing(kit)
-            return 0
-        if not args.submission:
-            raise TitoError("name a submission: a student's .py/.ipynb, their folder, or a folder of submissions",
-                            exit_code=2)
-        submission = Path(args.submission)
-        if not submission.exists():
-            raise TitoError(f"{submission} does not exist", exit_code=2)
+            module = resolve(root, args.module)
+            if submission.is_dir() and not gradebook.is_single_submission(submission, module.name) \
+                    and not gradebook.submissions_in(submission):
+                raise TitoError(f"{submission} holds no submissions (.py or .ipynb files, or one folder per student)")
+            kit = build_kit(root, module, Path(tmp) / "kit")
         # With --kit (the autograder) a folder is one student's upload; otherwise a folder holding
         # the module's notebook is one student's, and any other folder is a batch.
-        batch = submission.is_dir() and not args.kit and not grade.is_single_submission(
-            submission, kit.manifest["module_name"])
-        if batch:
-            out = Path(args.out or f"grades-{kit.module}")
-            results = grade.grade_batch(kit, submission, out, args.jobs, limits, landlock=not args.no_landlock,
-                                        assignment=args.assignment, roster=Path(args.roster) if args.roster else None,
-                                        roster_key=args.roster_key)
+        if submission.is_dir() and not args.kit and not gradebook.is_single_submission(submission, kit.manifest["module_name"]):
+            results = gradebook.grade_batch(kit, submission, Path(args.out or f"grades-{kit.module}"), args.jobs, limits,
+                                            not args.no_landlock, args.assignment,
+                                            Path(args.roster) if args.roster else None, args.roster_key,
+                                            args.score_column)
         else:
-            results = grade.grade_submission(kit, submission, limits=limits, landlock=not args.no_landlock,
-                                             keep=args.keep)
-            grade.print_results(results)
+            results = grade_submission(kit, submission, limits=limits, landlock=not args.no_landlock, keep=args.keep)
+            print_results(results)
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=1), encoding="utf-8")
     return 0
@@ -299,28 +281,29 @@ def build_parser() -> argparse.ArgumentParser:
                       "where to write the student copy", cmd_release)
 
     p = sub.add_parser("grade", help="instructors: grade submissions against the visible and hidden tests")
-    p.add_argument("submission", nargs="?",
-                   help="a student's .py or .ipynb, a student's folder, or a folder of submissions "
-                        "(with --list or --self-check: the module)")
-    p.add_argument("-m", "--module", help="the module to grade, e.g. 18_compression")
-    p.add_argument("--json", metavar="FILE", help="also write the results (Gradescope's results.json format)")
-    p.add_argument("--out", metavar="DIR", help="batch: folder for gradebook.csv and results/ (default grades-MODULE)")
-    p.add_argument("-j", "--jobs", type=int, default=1, help="batch: submissions graded in parallel")
-    p.add_argument("--assignment", help="batch: the gradebook's assignment column (default: the module id)")
-    p.add_argument("--roster", metavar="CSV", help="batch: an LMS roster/gradebook export; its columns (SID, Email, "
-                                                   "...) join the gradebook, matched to the submission folder names")
-    p.add_argument("--roster-key", metavar="COLUMN", help="batch: the roster column holding the folder names "
+    grade = p.add_subparsers(dest="action", required=True, metavar="{run,self-check,list}")
+    q = grade.add_parser("run", help="grade a student's .py/.ipynb, their folder, or a folder of submissions")
+    q.add_argument("submission", help="a student's .py or .ipynb, a student's folder, or a folder of submissions")
+    q.add_argument("-m", "--module", help="the module to grade, e.g. 18_compression")
+    q.add_argument("--json", metavar="FILE", help="also write the results (Gradescope's results.json format)")
+    q.add_argument("--out", metavar="DIR", help="batch: folder for gradebook.csv and results/ (default grades-MODULE)")
+    q.add_argument("-j", "--jobs", type=int, default=1, help="batch: submissions graded in parallel")
+    q.add_argument("--assignment", help="batch: the gradebook's assignment name (default: the module id)")
+    q.add_argument("--score-column", choices=("score", "assignment"), default="score",
+                   help="batch: name the score column 'score' or after the assignment (for an LMS import)")
+    q.add_argument("--roster", metavar="CSV", help="batch: an LMS roster export; its columns (SID, Email, ...) join "
+                                                   "the gradebook, matched to the submission folder names")
+    q.add_argument("--roster-key", metavar="COLUMN", help="batch: the roster column holding the folder names "
                                                          "(default: the column that matches most of them)")
-    p.add_argument("--timeout", type=float, help="seconds of wall clock per test (default from points.toml)")
-    p.add_argument("--memory", type=int, help="memory limit in MB (default from points.toml)")
-    p.add_argument("--list", action="store_true", help="show the module's tasks, points and graded tests")
-    p.add_argument("--self-check", action="store_true",
-                   help="check that each task scores alone: the solution with one task stubbed loses exactly "
-                        "that task's points, the stub with one task solved earns exactly them")
-    p.add_argument("--all", action="store_true", help="with --self-check: every graded module")
-    p.add_argument("--kit", help=argparse.SUPPRESS)
-    p.add_argument("--keep", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--no-landlock", action="store_true", help=argparse.SUPPRESS)
+    q.add_argument("--timeout", type=float, help="seconds of wall clock per test (default from points.toml)")
+    q.add_argument("--kit", help=argparse.SUPPRESS)
+    q.add_argument("--keep", action="store_true", help=argparse.SUPPRESS)
+    q.add_argument("--no-landlock", action="store_true", help=argparse.SUPPRESS)
+    q = grade.add_parser("self-check", help="check that each task's tests pass on the solution and fail on the stub")
+    q.add_argument("module", nargs="?", help="e.g. 18_compression")
+    q.add_argument("--all", action="store_true", help="every graded module")
+    q = grade.add_parser("list", help="show a module's tasks, points and graded tests")
+    q.add_argument("module", help="e.g. 18_compression")
     p.set_defaults(func=cmd_grade)
 
     p = sub.add_parser("autograder", help="instructors: build a Gradescope autograder bundle")

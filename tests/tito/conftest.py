@@ -28,7 +28,7 @@ def course(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def kit(course, tmp_path_factory):
-    from tito.grade import build_kit
+    from tito.grading.kit import build_kit
     from tito.modules import resolve
 
     cwd = os.getcwd()

@@ -32,12 +32,17 @@ def test_bundle_layout(bundle):
         names = set(z.namelist())
         modes = {i.filename: (i.external_attr >> 16) & 0o777 for i in z.infolist()}
     for required in ("setup.sh", "run_autograder", "requirements.txt", "README.md", "kit/manifest.json",
-                     "kit/grade_child.py", "kit/tests/conftest.py", "kit/tests/_shared/course_oracles.py",
-                     "kit/tests/02_prune/test_hidden_prune.py", "kit/pkg/tinytorch/core/tensor.py", "tito/grade.py"):
+                     "kit/student.py", "kit/wire.py", "kit/tests/conftest.py", "kit/tests/_shared/course_oracles.py",
+                     "kit/tests/02_prune/test_hidden_prune.py", "kit/public/tinytorch/core/tensor.py",
+                     "tito/grading/runner.py"):
         assert required in names
     assert modes["run_autograder"] == 0o755 and modes["setup.sh"] == 0o755
-    # the reference solution is not shipped: only the manifest collected against it
-    assert not any(n.endswith("compression/prune.py") for n in names)
+    # the reference ships for the trusted runner only, and the README says so truthfully
+    assert "kit/reference/tinytorch/compression/prune.py" in names
+    assert not any(n.startswith("kit/public/") and n.endswith("compression/prune.py") for n in names)
+    with zipfile.ZipFile(bundle) as z:
+        readme = z.read("README.md").decode()
+    assert "It includes the reference solution (`kit/reference/`)" in readme and "not included" not in readme
 
 
 def test_setup_script_is_valid_bash(bundle, tmp_path):
@@ -114,7 +119,7 @@ def test_shipped_grader_needs_no_private_pytest_module(bundle):
     import re
 
     with zipfile.ZipFile(bundle) as z:
-        for name in ("kit/grade_child.py", "tito/grade.py", "tito/grade_child.py"):
+        for name in [n for n in z.namelist() if n.startswith("tito/grading/") and n.endswith(".py")] + ["kit/student.py"]:
             source = z.read(name).decode()
             assert not re.search(r"^\s*(from|import)\s+_pytest\b|import_module\(\s*['\"]_pytest", source, re.M), name
 

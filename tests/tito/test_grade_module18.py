@@ -15,7 +15,7 @@ MODULE = REPO / "modules" / "18_compression" / "compression_dev.py"
 
 
 def _wrong(task: str) -> str:
-    from tito.grade import mixed_source
+    from tito.grading.selfcheck import mixed_source
 
     text = mixed_source(MODULE, {task}, answer="return None  # a wrong answer")
     assert "return None  # a wrong answer" in text
@@ -29,7 +29,7 @@ def class_results(tmp_path_factory):
     folder.mkdir()
     for task in ("magnitude-mask", "delta-encode"):
         (folder / f"wrong-{task}.py").write_text(_wrong(task))
-    proc = run_tito(REPO, "grade", str(folder), "--module", "18", "--jobs", "2", "--out", str(base / "g"),
+    proc = run_tito(REPO, "grade", "run", str(folder), "--module", "18", "--jobs", "2", "--out", str(base / "g"),
                     tmpdir=base / "tmp", timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return {p.stem: json.loads(p.read_text()) for p in (base / "g" / "results").glob("*.json")}
