@@ -39,7 +39,8 @@ def test_chunks_of_several_samples_equal_the_dense_product(chunk):
     assert np.allclose(out, x @ W.T)
 
 
-@pytest.mark.task("csr-matmul")
+# Ungraded: it watches the student's own process (its memory peak), which the grader keeps apart from
+# the tests (tito/grading/DESIGN.md); `tito test` runs it, so a student still sees it fail.
 def test_chunks_keep_the_products_under_max_elements():
     W = sparse_weight(64, 64, seed=2)
     data, indices, indptr = csr_of(W)

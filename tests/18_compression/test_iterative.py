@@ -108,7 +108,8 @@ def test_step_zero_records_the_model_as_given(small_batches):
     assert [hist[key][0] for key in ("step", "target", "sparsity", "accuracy")] == [0, 0.1, 6 / 192, before]
 
 
-@pytest.mark.task("iterative-prune")
+# Ungraded: it watches the student's own process (a patched Adam), which the grader keeps apart from
+# the tests (tito/grading/DESIGN.md); `tito test` runs it, so a student still sees it fail.
 def test_one_adam_serves_the_whole_run(small_batches, monkeypatch):
     made = []
 

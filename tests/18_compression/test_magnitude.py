@@ -71,7 +71,8 @@ def test_magnitude_mask_keeps_dead_entries_dead(w, sparsity, seed):
     assert np.array_equal(keep, oracle_mask(w, sparsity, alive))
 
 
-@pytest.mark.task("magnitude-mask")
+# Ungraded: it watches the student's own process (patched NumPy functions), which the grader keeps apart from
+# the tests (tito/grading/DESIGN.md); `tito test` runs it, so a student still sees it fail.
 def test_magnitude_mask_uses_no_sort(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("use np.partition (linear time), not a sort or a percentile")
