@@ -313,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", choices=["mlp", "cnn"], default="mlp", help="reference digits model (default mlp)")
     p.add_argument("--sparsity", type=float, help="fraction of weights pruned (default: the model's recipe, MLP 0.95)")
     p.add_argument("--bits", type=int, help="bits per surviving weight; INT8 is always reported too (default: the recipe's, MLP 3)")
-    p.add_argument("--index-bits", type=int, help="bits per delta index (default: the recipe's, MLP 6)")
+    p.add_argument("--index-bits", type=int, help="bits per delta index (default: the INT8 file takes the recipe's, MLP 6; the best file chooses per weight)")
     p.add_argument("--bias-bits", type=int, choices=[8, 16, 32], default=8, help="bits per bias (default 8)")
     p.add_argument("--steps", type=int, default=10, help="pruning steps of the cubic schedule (default 10)")
     p.add_argument("--epochs-per-step", type=int, default=3, help="fine-tuning epochs after each step (default 3)")

@@ -14,6 +14,9 @@ from .errors import TitoError
 def _check(args) -> None:
     from tinytorch.compression.pipeline import DIGITS_RECIPES
 
+    # The best file lets compress() choose each weight's delta width by bytes unless the user set one;
+    # the INT8 row stores fixed-width deltas, so it takes the recipe's width.
+    args.best_index_bits = args.index_bits
     for name, value in DIGITS_RECIPES[args.model].items():   # what the benchmark measured best
         if getattr(args, name) is None:
             setattr(args, name, value)
@@ -84,7 +87,7 @@ def run_compress(args) -> int:
                      Path(tmp) / "int8.ttcz")
         how = "weight sharing" if args.share else "quantization-aware fine-tuning"
         print(f"{how} with {args.bits}-bit values for {args.qat_epochs} epochs ...", flush=True)
-        best = compress(model, sparsity=None, bits=args.bits, index_bits=args.index_bits, bias_bits=args.bias_bits,
+        best = compress(model, sparsity=None, bits=args.bits, index_bits=args.best_index_bits, bias_bits=args.bias_bits,
                         coding=args.coding, train_data=train_loader(), qat_epochs=args.qat_epochs, lr=args.lr,
                         share=args.share)
         final = saved(best, args.out if args.out is not None else Path(tmp) / "best.ttcz")
