@@ -74,7 +74,7 @@ WORKDIR = Path(_workdir.name)  # files we write and measure
 # %% [markdown]
 # ## 1. Why pruning works: look at the weights
 #
-# Train Module 09's reference MLP and look at its weights. If most of them are close to zero,
+# Train Module 09's reference MLP and look at its weights. If many of them are close to zero,
 # setting those to exactly zero should barely change what the network computes.
 
 # %%
@@ -97,8 +97,8 @@ for name, w in weights:
     print(f"{name:>9}: {small.mean():.0%} of the weights are below 10% of the layer's largest |w|")
 
 # %% [markdown]
-# Most weights are small. Pruning bets that the small ones matter least; Sections 5 to 7 check
-# that bet, with and without retraining.
+# A third or more of each layer's weights are below 10% of its largest. Pruning bets that the
+# small ones matter least; Sections 5 to 7 check that bet, with and without retraining.
 
 # %% [markdown]
 # ## 2. Sparsity: what we prune and how we count it (given)
@@ -324,15 +324,15 @@ print("✓ apply_mask zeroes and stacks masks; SGD with momentum keeps pruned we
 #   overall (ties: lower index in the concatenation of the flattened weights in
 #   `prunable_weights` order).
 #
-# Weights already pruned (`w.mask` False) stay pruned and count towards the target (pass the
-# masks to `magnitude_mask`): a lower target than the current sparsity changes nothing.
+# Weights already pruned (`w.mask` False) stay pruned and count towards the target (a lower one
+# changes nothing): pass the masks as `mask=`; `magnitude_mask` would `abs()` a score of -1.
 #
 # Global ranking is usually more accurate, but a layer with a small initialisation scale (a wide
 # one: `1/sqrt(fan_in)`) can lose almost everything. The **guard** `min_keep` protects, in every
-# layer, the `ceil(min_keep * n_l)` largest live weights: give them the score `inf` before
-# ranking (`magnitude_mask` on the layer, at sparsity `(n_l - protect) / n_l`, finds them, with
-# the same tie rule). If the target is impossible (`round(sparsity * N)` is more than the
-# unprotected weights), raise `ValueError` with a message that names `min_keep`, e.g.
+# layer, the `protect = ceil(min_keep * n_l)` largest live weights: score them `inf` before
+# ranking (`magnitude_mask` on the layer at sparsity `(n_l - protect) / n_l` finds them; skip it
+# when `protect` is 0: sparsity 1 raises). An impossible target (`round(sparsity * N)` above the
+# unprotected count; per layer with `scope="layer"`) raises `ValueError` naming `min_keep`, e.g.
 # `"cannot prune 6 weights of ['0.weight', '2.weight'] at sparsity 0.75: min_keep=0.5 protects too many"`.
 #
 # Worked example: layer 0 holds `[[0.1, 0.2], [0.3, 0.4]]`, layer 2 holds
@@ -458,8 +458,8 @@ for label, kwargs in (("98% global", {}), ("98% global, min_keep=0.01", {"min_ke
 # score, ties removing the lower index first, exactly `magnitude_mask`'s rule: you can call it on
 # the scores. Example: scores `[3, 1, 1, 2]` and ratio 0.25 remove channel 1, keeping `[0, 2, 3]`.
 # `ratio` is one number for every prunable group or `{group name: ratio}` (layer-wise pruning;
-# groups not named keep everything). The original model is not changed, and
-# `remove_channels` records the kept indices of every group in `new_model.kept_units`.
+# groups not named keep everything). `remove_channels` returns a new model (the original is not
+# changed), slices any masks along with the kept weights, and records `new_model.kept_units`.
 
 # %%
 #| export
@@ -660,8 +660,8 @@ print("cubic schedule to 95% in 10 steps:", np.round(polynomial_schedule(0.0, 0.
 #   fine-tuning: step `t`, target `s_t` (a Python float), the measured sparsity, the accuracy.
 # - The masks stay on the weights afterwards, so later fine-tuning keeps the pruned weights at 0.
 # - Accuracy is `evaluate(model, test_data)`, or `None` when `test_data` is `None`.
-# - Show progress with `tqdm` over the steps; `progress` means what it means for `fit`
-#   (`None`: a bar only for runs longer than 2 s, `True` always, `False` never).
+# - Show progress as `fit` does (not graded): `tqdm(targets, disable=progress is False,
+#   delay=0 if progress else 2)` (`None`: a bar only after 2 s, `True` always, `False` never).
 #
 # Worked example: `steps=2, initial_sparsity=0.0, final_sparsity=0.8` (power 3) gives targets
 # `[0.7, 0.8]` and `"step": [0, 1, 2]`, `"target": [0.0, 0.7, 0.8]`. With `steps=1` this is
@@ -940,9 +940,9 @@ print("✓ encode_delta: gaps, fillers for long gaps, empty input")
 # float16. `bits` in 2..8 quantizes with Module 17: `params = compute_qparams(w, bits,
 # symmetric=True, per_channel=per_channel, axis=0)` on the whole weight (symmetric, so 0.0 is
 # code 0), `codes = quantize(w, params)`, keep the codes of the stored positions, shift them to
-# be non-negative (`code - params.qmin`) and `pack_bits` them with `bits` bits. The scales go in
-# `arrays["scale"]` as float32, one per tensor (shape `(1,)`) or one per output channel. The zero
-# points are all 0, so they are not stored.
+# be non-negative (`code - params.qmin`) and `pack_bits` them with `bits` bits. `params.scale`
+# is 0-d per tensor, shape `(rows,)` per channel: store `np.atleast_1d(params.scale)` as float32
+# in `arrays["scale"]` (shape `(1,)` or `(rows,)`). The zero points are all 0: not stored.
 #
 # Worked example, `w = [[0, 2, 0, -1], [0, 0, 0, 0.5]]`, `bits=8`, `index="delta"`,
 # `index_bits=1`. Nonzeros at 1, 3, 7; gaps 1, 1, 3; the gap of 3 needs one filler (at 5):
@@ -1119,10 +1119,10 @@ print(f"best within 1 point of {mlp_acc:.1%}: {best_label}: {best_ratio:.1f}x sm
 #
 # 1. call `model(x)` `warmup` times, untimed;
 # 2. if `number` is `None`, choose it: start at 1 and double it while one group of `number`
-#    calls takes less than `min_time` seconds (stop at 1,000,000); the groups timed while
-#    choosing are not part of the result;
+#    calls takes less than `min_time` seconds, stopping once `number >= 1_000_000`; the groups
+#    timed while choosing are not part of the result;
 # 3. time `repeats` groups of `number` calls each; each group gives `elapsed / number` seconds
-#    per call. Return `times`, a NumPy array of those `repeats` numbers.
+#    per call. Assign `times` (a NumPy array of those `repeats` numbers) and `number`.
 #
 # The given code around your block runs it under `no_grad()` in eval mode and turns `times`
 # into `{"median", "q1", "q3", "min", "number", "repeats"}`. Worked example: warm-up 2,
@@ -1228,7 +1228,7 @@ def csr_matmul(data, indices, indptr, x, max_elements: int = 1 << 22) -> np.ndar
     """`x @ W.T` for `W` (rows = outputs) in CSR form and `x` of shape (batch, in): shape (batch, rows).
 
     Empty rows give 0. The products are formed for as many samples at a time as keep them under
-    `max_elements` numbers. Raises ValueError unless `x` has shape (batch, in_features).
+    `max_elements` numbers. Raises ValueError unless `x` is 2-d (CSR does not record `in`).
     """
     x = np.asarray(x)
     if x.ndim != 2:
@@ -1290,12 +1290,12 @@ for batch in (1, 64):
               f"{1024 / rows_kept:>12.1f}x {r['csr']:>6.2f}x")
 
 # %% [markdown]
-# **Why.** A dense matmul streams contiguous memory through a tuned BLAS kernel and reuses each
-# loaded weight for the whole batch; the masked layer is exactly that, zeros included. CSR does
-# an indirect load (`x[indices]`) per stored weight and reuses nothing across the batch, so it
-# wins only at very high sparsity, and later at batch 64 than at batch 1. Structured pruning
-# leaves a smaller *dense* layer at BLAS speed: at batch 64 it follows the FLOP ratio until
-# fixed per-call costs dominate; at batch 1 memory traffic and overhead cap it.
+# **Why.** A dense matmul streams contiguous memory through a tuned BLAS kernel, reusing each
+# weight for the whole batch; the masked layer is exactly that, zeros included. CSR does an
+# indirect load (`x[indices]`) per stored weight, reusing nothing, so it wins only at very high
+# sparsity, later at batch 64 than 1. Structured pruning leaves a smaller *dense* layer: at batch
+# 64 it follows the FLOP ratio until per-call costs dominate; at batch 1 memory and overhead cap
+# it. On a busy machine one row can be off by 2-3x; `tito bench 18` uses interleaved medians.
 
 # %% [markdown]
 # ## 11. The three systems questions, answered with our numbers

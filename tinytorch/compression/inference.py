@@ -55,12 +55,12 @@ def benchmark_inference(model, x, warmup: int = 3, repeats: int = 15, number: in
     return {"median": float(median), "q1": float(q1), "q3": float(q3), "min": float(times.min()),
             "number": int(number), "repeats": int(repeats)}
 
-# %% ../../modules/18_compression/compression_dev.py #2ec87c43
+# %% ../../modules/18_compression/compression_dev.py #a01be78d
 def csr_matmul(data, indices, indptr, x, max_elements: int = 1 << 22) -> np.ndarray:
     """`x @ W.T` for `W` (rows = outputs) in CSR form and `x` of shape (batch, in): shape (batch, rows).
 
     Empty rows give 0. The products are formed for as many samples at a time as keep them under
-    `max_elements` numbers. Raises ValueError unless `x` has shape (batch, in_features).
+    `max_elements` numbers. Raises ValueError unless `x` is 2-d (CSR does not record `in`).
     """
     x = np.asarray(x)
     if x.ndim != 2:
