@@ -293,13 +293,18 @@ plt.show()
 
 # %%
 #| export
-def digits_loaders(batch_size: int = 64, image: bool = False, seed: int = 0) -> tuple[DataLoader, DataLoader]:
-    "(train_loader, test_loader) over the digits; only the training loader shuffles."
-    X_train, y_train = load_digits("train", image=image)
-    X_test, y_test = load_digits("test", image=image)
+def train_test_loaders(load, batch_size: int = 64, image: bool = False, seed: int = 0) -> tuple[DataLoader, DataLoader]:
+    "(train_loader, test_loader) over `load(split, image=...)`'s data; only the training loader shuffles."
+    X_train, y_train = load("train", image=image)
+    X_test, y_test = load("test", image=image)
     train_loader = DataLoader(TensorDataset(X_train, y_train), batch_size=batch_size, shuffle=True, seed=seed)
     test_loader = DataLoader(TensorDataset(X_test, y_test), batch_size=batch_size)
     return train_loader, test_loader
+
+
+def digits_loaders(batch_size: int = 64, image: bool = False, seed: int = 0) -> tuple[DataLoader, DataLoader]:
+    "(train_loader, test_loader) over the digits; only the training loader shuffles."
+    return train_test_loaders(load_digits, batch_size, image, seed)
 
 # %%
 train_loader, test_loader = digits_loaders(batch_size=64, image=True)
@@ -364,11 +369,7 @@ def load_mnist(split: str = "train", image: bool = False) -> tuple[np.ndarray, n
 
 def mnist_loaders(batch_size: int = 64, image: bool = False, seed: int = 0) -> tuple[DataLoader, DataLoader]:
     "(train_loader, test_loader) over the MNIST sample; only the training loader shuffles."
-    X_train, y_train = load_mnist("train", image=image)
-    X_test, y_test = load_mnist("test", image=image)
-    train_loader = DataLoader(TensorDataset(X_train, y_train), batch_size=batch_size, shuffle=True, seed=seed)
-    test_loader = DataLoader(TensorDataset(X_test, y_test), batch_size=batch_size)
-    return train_loader, test_loader
+    return train_test_loaders(load_mnist, batch_size, image, seed)
 
 # %%
 Xm, ym = load_mnist("train")

@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['DIGITS_FILE', 'DIGITS_SPLIT_SEED', 'DIGITS_TEST_SIZE', 'MNIST_FILE', 'MNIST_SPLIT_SEED', 'MNIST_TEST_SIZE', 'Dataset',
-           'TensorDataset', 'DataLoader', 'load_digits', 'digits_loaders', 'load_mnist', 'mnist_loaders']
+           'TensorDataset', 'DataLoader', 'load_digits', 'train_test_loaders', 'digits_loaders', 'load_mnist',
+           'mnist_loaders']
 
 # %% ../../modules/08_dataloader/dataloader_dev.py #13310301
 from functools import lru_cache
@@ -165,16 +166,21 @@ def load_digits(split: str = "train", image: bool = False) -> tuple[np.ndarray, 
         X = X.reshape(-1, 1, 8, 8)  # (N, channels, height, width) for Conv2d
     return X, y
 
-# %% ../../modules/08_dataloader/dataloader_dev.py #64881289
-def digits_loaders(batch_size: int = 64, image: bool = False, seed: int = 0) -> tuple[DataLoader, DataLoader]:
-    "(train_loader, test_loader) over the digits; only the training loader shuffles."
-    X_train, y_train = load_digits("train", image=image)
-    X_test, y_test = load_digits("test", image=image)
+# %% ../../modules/08_dataloader/dataloader_dev.py #0dd53212
+def train_test_loaders(load, batch_size: int = 64, image: bool = False, seed: int = 0) -> tuple[DataLoader, DataLoader]:
+    "(train_loader, test_loader) over `load(split, image=...)`'s data; only the training loader shuffles."
+    X_train, y_train = load("train", image=image)
+    X_test, y_test = load("test", image=image)
     train_loader = DataLoader(TensorDataset(X_train, y_train), batch_size=batch_size, shuffle=True, seed=seed)
     test_loader = DataLoader(TensorDataset(X_test, y_test), batch_size=batch_size)
     return train_loader, test_loader
 
-# %% ../../modules/08_dataloader/dataloader_dev.py #ed9a03c1
+
+def digits_loaders(batch_size: int = 64, image: bool = False, seed: int = 0) -> tuple[DataLoader, DataLoader]:
+    "(train_loader, test_loader) over the digits; only the training loader shuffles."
+    return train_test_loaders(load_digits, batch_size, image, seed)
+
+# %% ../../modules/08_dataloader/dataloader_dev.py #31427d75
 MNIST_FILE = "mnist5k.npz"
 MNIST_SPLIT_SEED = 2016  # fixed forever, like DIGITS_SPLIT_SEED (2016: the year of Deep Compression)
 MNIST_TEST_SIZE = 1000
@@ -209,8 +215,4 @@ def load_mnist(split: str = "train", image: bool = False) -> tuple[np.ndarray, n
 
 def mnist_loaders(batch_size: int = 64, image: bool = False, seed: int = 0) -> tuple[DataLoader, DataLoader]:
     "(train_loader, test_loader) over the MNIST sample; only the training loader shuffles."
-    X_train, y_train = load_mnist("train", image=image)
-    X_test, y_test = load_mnist("test", image=image)
-    train_loader = DataLoader(TensorDataset(X_train, y_train), batch_size=batch_size, shuffle=True, seed=seed)
-    test_loader = DataLoader(TensorDataset(X_test, y_test), batch_size=batch_size)
-    return train_loader, test_loader
+    return train_test_loaders(load_mnist, batch_size, image, seed)
