@@ -83,10 +83,15 @@ for build in (digits_mobilenet, digits_resnet):
 
 # %%
 #| export
-def count_macs(model, input_shape) -> int:
-    """Multiply-adds of one sample's forward pass through the Linear and Conv2d layers of `model`
-    (Sequential, Residual blocks, BatchNorm: not counted, it folds away). `input_shape` has no batch axis."""
+def count_macs(model, input_shape, nonzero: bool = False) -> int:
+    """Multiply-adds of one sample's forward pass through the Linear, Conv2d and sparse layers (those
+    with `nnz`) of `model` (Sequential, Residual blocks, BatchNorm: not counted, it folds away).
+    `input_shape` has no batch axis. `nonzero=True` counts only nonzero weights: the work an ideal
+    sparse kernel would do."""
     total = 0
+
+    def weights(w: np.ndarray) -> int:
+        return int(np.count_nonzero(w)) if nonzero else int(w.size)
 
     def walk(module, x):
         nonlocal total
@@ -99,11 +104,15 @@ def count_macs(model, input_shape) -> int:
             return out + (x if module.shortcut is None else walk(module.shortcut, x))
         y = module(x)
         if isinstance(module, Linear):
-            total += int(np.prod(y.shape[:-1])) * module.weight.data.size
+            total += int(np.prod(y.shape[:-1])) * weights(module.weight.data)
         elif isinstance(module, Conv2d):
-            total += y.shape[2] * y.shape[3] * module.weight.data.size
-        elif isinstance(module, Module) and module.parameters() and not isinstance(module, (BatchNorm1d, BatchNorm2d)):
-            raise ValueError(f"count_macs does not know {type(module).__name__}")
+            total += y.shape[2] * y.shape[3] * weights(module.weight.data)
+        elif hasattr(module, "nnz"):   # SparseLinear: only its stored weights are multiplied
+            total += int(np.prod(y.shape[:-1])) * int(module.nnz)
+        elif (isinstance(module, Module) and not isinstance(module, (BatchNorm1d, BatchNorm2d))
+              and (module.parameters() or module.children() or hasattr(module, "weight"))):
+            raise ValueError(f"count_macs does not know {type(module).__name__}: it counts Linear, Conv2d and "
+                             "sparse layers inside Sequential and Residual containers")
         return y
 
     model = copy.deepcopy(model).eval()     # eval: BatchNorm must not update its statistics

@@ -7,16 +7,14 @@ against pruning and combined with it."""
 # %% auto #0
 __all__ = ['rank_for_energy', 'low_rank_factorize', 'choose_ranks', 'factorize_model', 'count_flops']
 
-# %% ../../modules/20_lowrank_distill/lowrank_distill_dev.py #8b5354fc
+# %% ../../modules/20_lowrank_distill/lowrank_distill_dev.py #9ef7c4a0
 import copy
 
 import numpy as np
 
-from ..core.tensor import Tensor
-from ..core.autograd import no_grad
 from ..core.layers import Linear, Module, Sequential
-from ..core.spatial import Conv2d
 from ..core.checks import is_int, is_real
+from .structured import count_macs
 
 # %% ../../modules/20_lowrank_distill/lowrank_distill_dev.py #afcfee2a
 def _check_energy(energy) -> float:
@@ -95,7 +93,7 @@ def choose_ranks(model, energy: float) -> dict:
     return ranks
 
 
-# %% ../../modules/20_lowrank_distill/lowrank_distill_dev.py #bf2b3bcd
+# %% ../../modules/20_lowrank_distill/lowrank_distill_dev.py #ffb9743b
 def factorize_model(model, ranks: dict):
     "A copy of a Sequential with each Linear named in `ranks` (`{name: rank}`) replaced by `low_rank_factorize`."
     if not isinstance(model, Sequential):
@@ -126,33 +124,8 @@ def factorize_model(model, ranks: dict):
 
 def count_flops(model, input_shape, nonzero: bool = False) -> int:
     """Floating-point operations of one sample's forward pass: 2 per multiply-add of each Linear, Conv2d
-    and sparse layer (one with `nnz`). `input_shape` has no batch dimension, e.g. (64,) or (1, 8, 8).
-    `nonzero=True` counts only the nonzero weights."""
+    and sparse layer (one with `nnz`), counted by module 18's `count_macs`. `input_shape` has no batch
+    dimension, e.g. (64,) or (1, 8, 8). `nonzero=True` counts only the nonzero weights."""
     if not callable(model):
         raise TypeError(f"model must be callable, got {type(model).__name__}")
-    total = 0
-
-    def weights(w: np.ndarray) -> int:
-        return int(np.count_nonzero(w)) if nonzero else int(w.size)
-
-    def walk(module, x):
-        nonlocal total
-        if isinstance(module, Sequential):
-            for child in module:
-                x = walk(child, x)
-            return x
-        y = module(x)
-        if isinstance(module, Linear):
-            total += 2 * int(np.prod(y.shape[:-1])) * weights(module.weight.data)
-        elif isinstance(module, Conv2d):
-            total += 2 * y.shape[0] * y.shape[2] * y.shape[3] * weights(module.weight.data)
-        elif hasattr(module, "nnz"):   # SparseLinear: only its stored weights are multiplied
-            total += 2 * int(np.prod(y.shape[:-1])) * int(module.nnz)
-        elif isinstance(module, Module) and (module.parameters() or module.children() or hasattr(module, "weight")):
-            raise ValueError(f"count_flops counts Linear, Conv2d and sparse layers inside Sequential "
-                             f"containers; it does not know {type(module).__name__}")
-        return y
-
-    with no_grad():
-        walk(model, Tensor(np.zeros((1, *tuple(input_shape)), dtype=np.float32)))
-    return total
+    return 2 * count_macs(model, input_shape, nonzero=nonzero)

@@ -24,11 +24,16 @@ from ..core.training import evaluate, fit
 from ..data.loader import digits_loaders
 from .prune import magnitude_prune, prunable_weights, structured_prune
 
-# %% ../../modules/18_compression/structured_dev.py #db0d2479
-def count_macs(model, input_shape) -> int:
-    """Multiply-adds of one sample's forward pass through the Linear and Conv2d layers of `model`
-    (Sequential, Residual blocks, BatchNorm: not counted, it folds away). `input_shape` has no batch axis."""
+# %% ../../modules/18_compression/structured_dev.py #a81486ea
+def count_macs(model, input_shape, nonzero: bool = False) -> int:
+    """Multiply-adds of one sample's forward pass through the Linear, Conv2d and sparse layers (those
+    with `nnz`) of `model` (Sequential, Residual blocks, BatchNorm: not counted, it folds away).
+    `input_shape` has no batch axis. `nonzero=True` counts only nonzero weights: the work an ideal
+    sparse kernel would do."""
     total = 0
+
+    def weights(w: np.ndarray) -> int:
+        return int(np.count_nonzero(w)) if nonzero else int(w.size)
 
     def walk(module, x):
         nonlocal total
@@ -41,11 +46,15 @@ def count_macs(model, input_shape) -> int:
             return out + (x if module.shortcut is None else walk(module.shortcut, x))
         y = module(x)
         if isinstance(module, Linear):
-            total += int(np.prod(y.shape[:-1])) * module.weight.data.size
+            total += int(np.prod(y.shape[:-1])) * weights(module.weight.data)
         elif isinstance(module, Conv2d):
-            total += y.shape[2] * y.shape[3] * module.weight.data.size
-        elif isinstance(module, Module) and module.parameters() and not isinstance(module, (BatchNorm1d, BatchNorm2d)):
-            raise ValueError(f"count_macs does not know {type(module).__name__}")
+            total += y.shape[2] * y.shape[3] * weights(module.weight.data)
+        elif hasattr(module, "nnz"):   # SparseLinear: only its stored weights are multiplied
+            total += int(np.prod(y.shape[:-1])) * int(module.nnz)
+        elif (isinstance(module, Module) and not isinstance(module, (BatchNorm1d, BatchNorm2d))
+              and (module.parameters() or module.children() or hasattr(module, "weight"))):
+            raise ValueError(f"count_macs does not know {type(module).__name__}: it counts Linear, Conv2d and "
+                             "sparse layers inside Sequential and Residual containers")
         return y
 
     model = copy.deepcopy(model).eval()     # eval: BatchNorm must not update its statistics
