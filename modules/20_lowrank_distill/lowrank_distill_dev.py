@@ -623,7 +623,8 @@ def distill(student, teacher, train_loader, epochs: int = 1, T: float = 2.0, alp
             optimizer=None, lr: float = 1e-3, val_loader=None, progress=None, callbacks=()) -> dict:
     """Train `student` to imitate `teacher` on `train_loader`'s batches with `distillation_loss`; the teacher
     is not changed. Returns `{"loss", "train_acc", "val_acc"}`, one entry per epoch. Raises ValueError
-    unless student and teacher are different models, and (from `distillation_loss`) for missing targets."""
+    unless student and teacher are different models, (from `distillation_loss`) for missing targets, and
+    (from `fit`) for a loader that yields no batches ("train_loader yielded no batches")."""
     T, alpha = _check_temperature(T), _check_alpha(alpha)
     if student is teacher:
         raise ValueError("student and teacher must be different models (distill into a new, smaller model)")

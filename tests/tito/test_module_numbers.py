@@ -70,12 +70,13 @@ def test_release_of_module_18_holds_no_line_of_module_20s_solutions(released):
 
 
 def test_grading_kit_of_module_18_leaves_out_module_20(tmp_path, monkeypatch):
-    from tito.grade import build_kit
+    from tito.grading.kit import build_kit
 
     monkeypatch.chdir(REPO)
     kit = tmp_path / "kit"
     build_kit(REPO, resolve(REPO, COMPRESSION), kit)
-    package = kit / "pkg" / "tinytorch" / "compression"
-    assert (package / "quantize.py").exists()  # earlier modules stay
-    assert not (package / "lowrank.py").exists() and not (package / "distill.py").exists()
+    for side in ("public", "reference"):   # the student's package and the runner's
+        package = kit / side / "tinytorch" / "compression"
+        assert (package / "quantize.py").exists()  # earlier modules stay
+        assert not (package / "lowrank.py").exists() and not (package / "distill.py").exists()
     assert not (kit / "tests" / _lowrank_module().id).exists()
