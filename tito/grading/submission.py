@@ -9,6 +9,7 @@ by its released stub and scores 0, and the rest is graded: such a hang costs one
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -271,7 +272,15 @@ def _run(kit, sandbox, nodeids, limits, landlock, deadline, verdicts, outputs) -
                     "cpu_seconds": int(limits["total_timeout"]) + 10, "import_timeout": float(limits["test_timeout"]) + IMPORT_SLACK,
                     "user": NOBODY},
     }
-    for event in run_runner(kit.folder, config, sandbox / "runner", max(1.0, deadline - time.monotonic())):
+    # Closed here, not when garbage collected: a Ctrl-C that lands while the runner is being stopped
+    # must reach the user, and an exception in a generator finalized by the collector is only printed.
+    events = run_runner(kit.folder, config, sandbox / "runner", max(1.0, deadline - time.monotonic()))
+    with contextlib.closing(events):
+        return _collect(events, verdicts, outputs)
+
+
+def _collect(events, verdicts, outputs) -> dict | None:
+    for event in events:
         kind = event["event"]
         if kind in ("import_error", "import_hang"):
             return event
