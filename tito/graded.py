@@ -240,7 +240,7 @@ def release_source(source: Path, stub: bool) -> str:
 # Grading each task alone: a submission's solution cells by task, and hybrids built from them
 
 
-def _normalized(source: str) -> str:
+def normalized(source: str) -> str:
     """A cell's code with trailing spaces and blank lines dropped (what an editor may change)."""
     return "\n".join(line.rstrip() for line in source.strip("\n").split("\n"))
 

@@ -50,6 +50,21 @@ def _student_blocks(source: Path) -> list[tuple[str, list[str]]]:
         return []
 
 
+def exported_cell(lib_dir: Path, place: str, files: dict) -> list[str]:
+    """The lines of the exported cell holding `place` (basename:line), up to that line."""
+    name, _, line = place.rpartition(":")
+    path = next(iter(lib_dir.rglob(name)), None) if name else None
+    if path is None or not line.isdigit():
+        return []
+    exported = files.setdefault(path, path.read_text(encoding="utf-8").split("\n"))
+    start = int(line) - 1
+    if not 0 <= start < len(exported):
+        return []
+    while start > 0 and not exported[start - 1].startswith("# %% "):
+        start -= 1  # nbdev writes a `# %% ` line above each exported cell
+    return exported[start:int(line)]
+
+
 def locate(verdicts: dict, lib_dir: Path, source: Path) -> None:
     """Name each failure's place: the deepest frame in the student's code, as a line of their
     file, or else the line of the test that checked it."""
@@ -57,17 +72,9 @@ def locate(verdicts: dict, lib_dir: Path, source: Path) -> None:
     for verdict in verdicts.values():
         where, found = verdict.pop("where", {}) or {}, ""
         for place in reversed(where.get("student", [])):
-            name, _, line = place.rpartition(":")
-            path = next(iter(lib_dir.rglob(name)), None) if name else None
-            if path is None or not line.isdigit():
+            chunk = exported_cell(lib_dir, place, files)
+            if not chunk:
                 continue
-            exported = files.setdefault(path, path.read_text(encoding="utf-8").split("\n"))
-            start = int(line) - 1
-            if not 0 <= start < len(exported):
-                continue
-            while start > 0 and not exported[start - 1].startswith("# %% "):
-                start -= 1  # the cell this line was exported from
-            chunk = exported[start:int(line)]
             blocks = _student_blocks(source) if blocks is None else blocks
             for label, lines in blocks:
                 at = next((i for i in range(len(lines) - len(chunk) + 1) if lines[i:i + len(chunk)] == chunk), None)

@@ -146,7 +146,7 @@ def task_names(reference: Path, staged: Path, targets: list[str]) -> tuple[dict,
 
 def build_kit(root: Path, module, dest: Path, reference: Path | None = None) -> Kit:
     """Everything needed to grade `module`, in `dest` (which must not exist yet)."""
-    from ..export import _export_to, read_notebook
+    from ..export import export_or_explain, read_notebook
 
     tests_folder = module.tests_folder(root)
     points = load_points(tests_folder)
@@ -169,12 +169,7 @@ def build_kit(root: Path, module, dest: Path, reference: Path | None = None) -> 
     with tempfile.TemporaryDirectory(prefix="tito-kit-") as tmp:
         staged = Path(tmp) / LIB
         staged.mkdir()
-        try:
-            _export_to(read_notebook(reference), reference.resolve(), staged, lib.resolve())
-        except TitoError:
-            raise
-        except Exception as exc:
-            raise TitoError(f"{reference}: nbdev could not export it ({type(exc).__name__}: {exc})") from None
+        export_or_explain(read_notebook(reference), reference, staged, lib, f"{reference}: ")
         targets = sorted(p.relative_to(staged).as_posix() for p in staged.rglob("*.py"))
         if not targets:
             raise TitoError(f"{reference}: exports nothing")

@@ -10,7 +10,6 @@ test goes to `result_fd`; what the student's process prints is kept per test, cu
 from __future__ import annotations
 
 import functools
-import importlib
 import json
 import os
 import select
@@ -164,24 +163,14 @@ def serve_reference(call):
 
 def install_dispatchers(tasks: dict) -> None:
     """Route each task's functions: to the student's process during that task's tests."""
-    for task, names in tasks.items():
-        for module, name in names:
-            target = importlib.import_module(module)
-            original = getattr(target, name)
-            REFERENCE[module, name] = original
+    def dispatcher(task, module, name, original):
+        def dispatch(*args, **kwargs):
+            if STATE["task"] == task:
+                return STUDENT.call(task, module, name, args, kwargs)
+            return original(*args, **kwargs)
+        return functools.wraps(original)(dispatch)
 
-            def dispatch(*args, _task=task, _module=module, _name=name, **kwargs):
-                if STATE["task"] == _task:
-                    return STUDENT.call(_task, _module, _name, args, kwargs)
-                return REFERENCE[_module, _name](*args, **kwargs)
-
-            setattr(target, name, functools.wraps(original)(dispatch))
-    for module in {m for names in tasks.values() for m, _ in names}:
-        target = importlib.import_module(module)
-        for key, value in list(vars(target).items()):
-            for (owner, name), original in REFERENCE.items():
-                if value is original and key == name and owner != module:
-                    setattr(target, key, getattr(importlib.import_module(owner), name))
+    REFERENCE.update(wire.route(tasks, dispatcher))
 
 
 def _where(excinfo, tests_root: str) -> dict:
@@ -204,6 +193,10 @@ def _message(excinfo) -> str:
     return excinfo.exconly()
 
 
+def _tasks(item) -> list[str]:
+    return [mark.args[0] for mark in item.iter_markers("task") if mark.args]
+
+
 class Plugin:
     def __init__(self, cfg: dict, write):
         self.cfg, self.write = cfg, write
@@ -214,13 +207,7 @@ class Plugin:
 
     def pytest_collection_modifyitems(self, items):
         for item in items:
-            marks = [m.args[0] for m in item.iter_markers("task") if m.args]
-            self.found.append({"nodeid": item.nodeid, "tasks": marks, "file": str(item.path)})
-
-    @staticmethod
-    def _task(item):
-        marks = [m.args[0] for m in item.iter_markers("task") if m.args]
-        return marks[0] if marks else None
+            self.found.append({"nodeid": item.nodeid, "tasks": _tasks(item), "file": str(item.path)})
 
     def pytest_collectreport(self, report):
         if report.failed:
@@ -239,7 +226,7 @@ class Plugin:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item):
-        task = STATE["task"] = self._task(item)
+        task = STATE["task"] = (_tasks(item) or [None])[0]
         if task in self.hung:
             self.verdict.update(passed=False, message=f"not run: an earlier test of task {task} timed out")
             pytest.skip("an earlier test of its task timed out")

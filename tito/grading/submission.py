@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 from ..errors import TitoError
-from ..graded import DEFAULT_LIMITS, solution_cells
-from .feedback import locate, results_json
+from ..graded import DEFAULT_LIMITS, normalized, solution_cells
+from .feedback import exported_cell, locate, results_json
 from .kit import LIB, Kit, clean_env, run_runner
 
 NOBODY = 65534
@@ -75,10 +75,6 @@ def find_source(submission: Path, module_name: str) -> tuple[Path, list[str]]:
     return chosen, [p.relative_to(submission).as_posix() for p in candidates if p != chosen]
 
 
-def _normalized(source: str) -> str:
-    return "\n".join(line.rstrip() for line in source.strip("\n").split("\n"))
-
-
 def task_cells(nb, cells: dict) -> dict[str, list]:
     """Each task's cells: by nbgrader grade_id, or else the code cells defining the same functions."""
     from ..graded import defined_names
@@ -104,11 +100,9 @@ def task_cells(nb, cells: dict) -> dict[str, list]:
 def export(source: Path, kit: Kit, lib_dir: Path, stubbed: dict[str, str]) -> tuple[dict, dict]:
     """Export `source` into `lib_dir`, with the tasks in `stubbed` (and every task whose cell does
     not compile, added to it) as the released stub; returns (kinds, cells found by task)."""
-    import copy
-
     import jupytext
 
-    from ..export import _check_exported_cells, export_or_explain, read_notebook
+    from ..export import export_notebook
 
     if source.stat().st_size > 5 << 20:
         raise TitoError(f"{source.name} is larger than 5 MB")
@@ -120,8 +114,8 @@ def export(source: Path, kit: Kit, lib_dir: Path, stubbed: dict[str, str]) -> tu
     found = task_cells(nb, ref)
     kinds = {}
     for task in kit.manifest["tasks"]:
-        mine = [_normalized(c.source) for c in found.get(task, [])]
-        stub = [_normalized(s) for s in ref[task]["stub"]]
+        mine = [normalized(c.source) for c in found.get(task, [])]
+        stub = [normalized(s) for s in ref[task]["stub"]]
         kinds[task] = "missing" if not mine else "stub" if mine == stub else "attempted"
         for cell in found.get(task, []):
             try:
@@ -136,15 +130,12 @@ def export(source: Path, kit: Kit, lib_dir: Path, stubbed: dict[str, str]) -> tu
     with tempfile.TemporaryDirectory(prefix="tito-export-") as tmp:
         text = Path(tmp) / (source.stem + ".py")
         text.write_text(jupytext.writes(nb, fmt="py:percent"), encoding="utf-8")
-        nb = read_notebook(text)
-        pristine = copy.deepcopy(nb)
-        try:
-            _check_exported_cells(text, nb)
-        except TitoError as err:
-            raise TitoError(str(err).replace(str(text), source.name)) from None
         staged = Path(tmp) / LIB
         staged.mkdir()
-        export_or_explain(pristine, text, staged, lib_dir)
+        try:
+            export_notebook(text, staged, lib_dir)
+        except TitoError as err:
+            raise TitoError(str(err).replace(str(text), source.name)) from None
         produced = sorted(p.relative_to(staged).as_posix() for p in staged.rglob("*.py"))
         targets = kit.manifest["export_targets"]
         if produced != sorted(targets):
@@ -157,22 +148,15 @@ def export(source: Path, kit: Kit, lib_dir: Path, stubbed: dict[str, str]) -> tu
 
 def _task_at(frames: list[str], lib_dir: Path, found: dict) -> str | None:
     """The task whose cell holds the deepest of `frames` (basename:line in the exported files)."""
+    files: dict = {}
     for place in reversed(frames):
-        name, _, line = place.rpartition(":")
-        for path in lib_dir.rglob(name or "-"):
-            lines = path.read_text(encoding="utf-8").split("\n")
-            if not line.isdigit() or not 1 <= int(line) <= len(lines):
-                continue
-            start = int(line) - 1
-            while start > 0 and not lines[start - 1].startswith("# %% "):
-                start -= 1  # the cell this line was exported from, up to the line
-            chunk = [text.strip() for text in lines[start:int(line)]]
-            for size in (len(chunk), 1):  # the cell up to the line, or else the line alone
-                for task, cells in found.items():
-                    for cell in cells:
-                        mine = [text.strip() for text in cell.source.split("\n")]
-                        if any(mine[i:i + size] == chunk[-size:] for i in range(len(mine) - size + 1)):
-                            return task
+        chunk = [text.strip() for text in exported_cell(lib_dir, place, files)]
+        for size in (len(chunk), 1) if chunk else ():  # the cell up to the line, or else the line alone
+            for task, cells in found.items():
+                for cell in cells:
+                    mine = [text.strip() for text in cell.source.split("\n")]
+                    if any(mine[i:i + size] == chunk[-size:] for i in range(len(mine) - size + 1)):
+                        return task
     return None
 
 

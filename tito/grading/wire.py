@@ -42,6 +42,27 @@ def _context(values: list | None = None) -> list:
     return before
 
 
+def route(tasks: dict, make) -> dict:
+    """Replace each task's functions, and their imports into the tasks' other modules, with
+    make(task, module, name, original); returns (module, name) -> original (None if missing)."""
+    import importlib
+
+    originals, swaps = {}, {}
+    for task, names in tasks.items():
+        for module, name in names:
+            target = importlib.import_module(module)
+            originals[module, name] = original = getattr(target, name, None)
+            swaps[module, name] = make(task, module, name, original)
+            setattr(target, name, swaps[module, name])
+    for module in {module for module, _ in swaps}:  # `from .prune import magnitude_mask` elsewhere
+        target = importlib.import_module(module)
+        for key, value in list(vars(target).items()):
+            for place, original in originals.items():
+                if value is original and callable(original):
+                    setattr(target, key, swaps[place])
+    return originals
+
+
 class WireError(Exception):
     """The other end broke the protocol, died or ran out of time."""
 
