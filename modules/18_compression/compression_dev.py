@@ -652,7 +652,7 @@ print("cubic schedule to 95% in 10 steps:", np.round(polynomial_schedule(0.0, 0.
 #
 # - **One Adam for the whole run**: create `Adam(model.parameters(), lr=lr)` once, before the
 #   first step, and pass it to every `fit`, so its moment estimates carry over as in one long
-#   training run (the tests count the Adams you create).
+#   training run (the tests compare your weights with this recipe's, written out).
 # - The result is a dict of four **lists** of equal length `steps + 1`:
 #   `{"step": [0, 1, ..., steps], "target": [...], "sparsity": [...], "accuracy": [...]}`.
 # - **Entry 0 is the model as given**, before any pruning: step `0`, target `initial_sparsity`,

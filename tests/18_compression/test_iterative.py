@@ -5,10 +5,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tinytorch.compression.prune as prune_module
-from tinytorch.compression.prune import iterative_prune, polynomial_schedule, prunable_weights
+from tinytorch.compression.prune import iterative_prune, magnitude_prune, polynomial_schedule, prunable_weights
 from tinytorch.core.activations import ReLU
 from tinytorch.core.layers import Linear, Sequential
-from tinytorch.core.training import evaluate
+from tinytorch.core.losses import CrossEntropyLoss
+from tinytorch.core.optimizers import Adam
+from tinytorch.core.training import evaluate, fit
 from compression_oracles import zero_fraction
 
 
@@ -106,6 +108,21 @@ def test_step_zero_records_the_model_as_given(small_batches):
     hist = iterative_prune(net, data, 0.5, steps=2, epochs_per_step=1, test_data=data, initial_sparsity=0.1,
                            progress=False)
     assert [hist[key][0] for key in ("step", "target", "sparsity", "accuracy")] == [0, 0.1, 6 / 192, before]
+
+
+@pytest.mark.task("iterative-prune")
+def test_weights_match_the_recipe_with_one_adam_for_the_whole_run(small_batches):
+    """The lesson's recipe, written out: prune to each target, then fit with the one Adam, whose
+    moment estimates carry over; a fresh Adam per step, another loss or another lr end elsewhere."""
+    net, recipe = fresh_net(), fresh_net()
+    iterative_prune(net, small_batches(), 0.6, steps=3, epochs_per_step=2, progress=False, lr=0.02)
+    optimizer = Adam(recipe.parameters(), lr=0.02)
+    for target in polynomial_schedule(0.0, 0.6, 3, 3):
+        magnitude_prune(recipe, float(target))
+        fit(recipe, small_batches(), CrossEntropyLoss(), optimizer, epochs=2, progress=False)
+    for (name, got), (_, want) in zip(prunable_weights(net), prunable_weights(recipe)):
+        np.testing.assert_allclose(got.data, want.data, rtol=1e-6, atol=1e-7,
+                                   err_msg=f"{name}: not what prune, then fit with one Adam(lr=lr), gives")
 
 
 # Ungraded: it watches the student's own process (a patched Adam), which the grader keeps apart from
