@@ -74,14 +74,16 @@ def cnn(trained_digits):
     return trained_digits("cnn", epochs=2)[0]
 
 
-@pytest.fixture(scope="session")
+# A fresh pair per test (20 ms): the training loader's shuffle moves on with every epoch, so a
+# shared pair would hand each test the batch order that the tests before it left behind.
+@pytest.fixture
 def flat_loaders():
     from tinytorch.data.loader import digits_loaders
 
     return digits_loaders(batch_size=128, seed=0)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def image_loaders():
     from tinytorch.data.loader import digits_loaders
 
