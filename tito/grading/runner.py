@@ -10,6 +10,7 @@ test goes to `result_fd`; what the student's process prints is kept per test, cu
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 import os
 import select
@@ -54,7 +55,8 @@ class StudentProcess:
         out_read, out_write = os.pipe()
         child = {**cfg["student"], "rfd": to_student, "wfd": from_student}
         owner = {}
-        if os.geteuid() == 0 and cfg["student"].get("user") and others_can_run(sys.executable):  # Gradescope
+        needs = (importlib.util.find_spec("numpy").origin, str(Path(cfg["sandbox"]) / "student.py"))
+        if os.geteuid() == 0 and cfg["student"].get("user") and others_can_run(sys.executable, *needs):  # Gradescope
             owner = {"user": cfg["student"]["user"], "group": cfg["student"]["user"], "extra_groups": []}
         self.proc = subprocess.Popen(
             [sys.executable, "-I", "-B", "-u", str(Path(cfg["sandbox"]) / "student.py"), json.dumps(child)],
@@ -121,12 +123,17 @@ class StudentProcess:
         return code
 
 
-def others_can_run(path: str) -> bool:
-    """Whether an unprivileged user can run the interpreter (not if it lives under /root)."""
+def others_can_run(interpreter: str, *files: str) -> bool:
+    """Whether an unprivileged user can run `interpreter`, by its path and its target (not if either
+    lives under /root or in a venv in a private folder), and read `files` (NumPy, the sandbox)."""
     import stat
 
-    real = Path(os.path.realpath(path))
-    return all(p.stat().st_mode & stat.S_IXOTH for p in [real, *real.parents]) and bool(real.stat().st_mode & stat.S_IROTH)
+    def reach(path: str, bit: int) -> bool:
+        p = Path(path)
+        return all(q.stat().st_mode & stat.S_IXOTH for q in p.parents) and bool(p.stat().st_mode & bit)
+
+    return all(reach(p, stat.S_IXOTH) for p in (os.path.abspath(interpreter), os.path.realpath(interpreter))) \
+        and all(reach(os.path.realpath(f), stat.S_IROTH) for f in files)
 
 
 def describe_exit(code) -> str:
