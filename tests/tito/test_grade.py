@@ -52,6 +52,8 @@ EXPECTED = {
     "leak_probe": (0, 1, 0),
     # a right sparsity that prints 10 MB first: printing never costs points
     "print_flood": (2, 1, 2),
+    # the solution, plus a child it forks at import into a session of its own, to outlive grading
+    "orphan": (2, 1, 2),
 }
 LEAK_PROBE = """    import gc, inspect
     seen, found = [], [magnitude_mask, getattr(magnitude_mask, "__wrapped__", None)]
@@ -77,6 +79,13 @@ LEAK_PROBE = """    import gc, inspect
 # what only the reference's magnitude_mask holds: its names, constants and comment
 REFERENCE_ONLY = ("argsort", "stable", "order", "keeps ties")
 READ_SOURCES = ("    open(__file__).read()  # the package file: the reference, when graded alone\n")
+ORPHAN = """
+import os as _os, time as _time
+if _os.fork() == 0:  # a child in a session of its own: the process group kill does not reach it
+    _os.setsid()
+    _time.sleep(300)
+    _os._exit(0)
+"""
 WRONG_MASK = "    return np.ones(np.shape(weights), dtype=bool)  # keeps everything: wrong\n"
 
 
@@ -174,6 +183,8 @@ def batch(course, cli, tmp_path_factory):
     (folder / "leak_probe.py").write_text(probe[:start] + '    raise NotImplementedError("mine")' + probe[end:])
     body = text.index("    ### BEGIN SOLUTION", text.index("def sparsity"))
     (folder / "print_flood.py").write_text(text[:body] + '    print("x" * (10 << 20))\n' + text[body:])
+    head = text.index("from tinytorch.core.tensor import Tensor\n") + len("from tinytorch.core.tensor import Tensor\n")
+    (folder / "orphan.py").write_text(text[:head] + ORPHAN + text[head:])
     (folder / "infinite_loop.py").unlink()  # graded on its own, with a short time limit (cli fixture)
     before_course, before_outside = snapshot(course), snapshot(outside)
     tmp = base / "tmp"
@@ -222,7 +233,7 @@ def test_gradebook_has_one_row_per_student(batch):
     assert set(rows) == set(EXPECTED) - {"infinite_loop"}
     assert float(rows["partial"]["score"]) == 2.0 and float(rows["partial"]["magnitude-mask"]) == 2.0
     assert {row["assignment"] for row in rows.values()} == {"02_prune"}
-    assert "graded 18 submissions" in batch["proc"].stdout
+    assert f"graded {len(EXPECTED) - 1} submissions" in batch["proc"].stdout
 
 
 def test_results_have_one_row_per_task_in_exercise_order(batch):
@@ -298,6 +309,23 @@ def test_a_print_flood_is_cut_with_a_note_and_costs_nothing(batch):
     row = {t["name"]: t["output"] for t in _results(batch, "print_flood")["tests"]}["sparsity"]
     assert "printed 20,971,5" in row and "printing is never graded; cut to the first 300 characters" in row
     assert len(row) < 1000
+
+
+def test_no_process_of_a_submission_outlives_its_grading(batch):
+    """Whatever a submission starts (here a child in a session of its own) ends with its grading."""
+    import os
+
+    left = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                if str(batch["tmp"]).encode() in handle.read():
+                    left.append(int(pid))
+        except OSError:
+            pass  # ended while we looked
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"{len(left)} process(es) started by a submission still run after grading"
 
 
 def test_a_hang_costs_one_time_limit_per_task(graded):

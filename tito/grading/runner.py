@@ -136,6 +136,31 @@ def others_can_run(interpreter: str, *files: str) -> bool:
         and all(reach(os.path.realpath(f), stat.S_IROTH) for f in files)
 
 
+def kill_children() -> None:
+    """Kill the processes the student's left behind (a child in a session of its own escapes the
+    group kill; as orphans they became this process's children), until none is left."""
+    tried: set[int] = set()
+    while True:
+        children = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
+                    parent = int(handle.read().rpartition(")")[2].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue  # ended while we looked
+            if parent == os.getpid():
+                children.append(int(pid))
+        if tried.issuperset(children):
+            return  # none left, or only what this process may not kill
+        tried.update(children)
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError, PermissionError):
+                pass
+
+
 def describe_exit(code) -> str:
     if code is not None and code < 0:
         name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
@@ -266,6 +291,7 @@ def main() -> int:
         import ctypes
 
         ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0
+        ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: what the student's leave is ours
     except (OSError, AttributeError):
         pass
     global STUDENT
@@ -299,4 +325,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    finally:
+        kill_children()  # on every path: what a child forked at import started outlives a failed import too
