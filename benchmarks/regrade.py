@@ -116,8 +116,10 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 def nbgrader_feedback(gradebook_grades: dict, notebook: Path) -> str:
     """What nbgrader gives back for a run: each graded cell's score (from gradebook.db) and the
     outputs of the graded test cells in the autograded notebook (the tracebacks a student sees).
-    Taken out: the kernel's process id in traceback file names, and colour codes. The lesson's
-    other cells print measured times and speeds; they are no feedback and are left out."""
+    Taken out: the kernel's process id in traceback file names, colour codes, and where printed
+    text was cut into output chunks (it depends on when the kernel flushed). The lesson's other
+    cells print measured times and speeds (they differ on every run); they are no feedback and
+    are left out."""
     import nbformat
 
     nb = nbformat.read(notebook, as_version=4)
@@ -126,15 +128,15 @@ def nbgrader_feedback(gradebook_grades: dict, notebook: Path) -> str:
         meta = cell.metadata.get("nbgrader", {})
         if cell.cell_type != "code" or not meta.get("grade"):
             continue
-        shown = []
+        shown = ""
         for out in cell.get("outputs", []):
-            if out.output_type == "stream":
-                shown.append(out.text)
+            if out.output_type == "stream":  # joined as printed: where the kernel cut it into chunks varies
+                shown += out.text
             elif out.output_type == "error":
-                shown.append("\n".join([f"{out.ename}: {out.evalue}", *out.traceback]))
+                shown += "\n".join([f"{out.ename}: {out.evalue}", *out.traceback]) + "\n"
             else:
-                shown.append(str(out.get("data", {}).get("text/plain", "")))
-        cells[meta["grade_id"]] = _ANSI.sub("", _KERNEL_FILE.sub("/tmp/ipykernel_PID/", "\n".join(shown)))
+                shown += str(out.get("data", {}).get("text/plain", "")) + "\n"
+        cells[meta["grade_id"]] = _ANSI.sub("", _KERNEL_FILE.sub("/tmp/ipykernel_PID/", shown))
     return json.dumps({"grades": gradebook_grades, "outputs": cells}, indent=1, sort_keys=True)
 
 

@@ -45,6 +45,10 @@ def _autograded(path, pid: int, value: str):
     graded = nbformat.v4.new_code_cell("assert f() == 2", metadata={"nbgrader": {"grade": True, "grade_id": "f-test"}})
     graded.outputs = [nbformat.v4.new_output("error", ename="AssertionError", evalue=value, traceback=[
         f"\x1b[0;31mAssertionError\x1b[0m: {value}", f"File /tmp/ipykernel_{pid}/123.py:1"])]
+    if pid % 2:  # the same printed text, flushed in one chunk or in two
+        graded.outputs.insert(0, nbformat.v4.new_output("stream", name="stdout", text="checking f\n"))
+    else:
+        graded.outputs[:0] = [nbformat.v4.new_output("stream", name="stdout", text=text) for text in ("check", "ing f\n")]
     timing = nbformat.v4.new_code_cell("print(t)")
     timing.outputs = [nbformat.v4.new_output("stream", name="stdout", text=f"{pid} ms\n")]
     nb.cells = [graded, timing]
@@ -52,7 +56,7 @@ def _autograded(path, pid: int, value: str):
     return path
 
 
-def test_nbgrader_feedback_loses_the_kernel_pid_and_ungraded_output_only(tmp_path):
+def test_nbgrader_feedback_loses_the_kernel_pid_chunks_and_ungraded_output_only(tmp_path):
     grades = {"f-test": 0.0}
     one = nbgrader_feedback(grades, _autograded(tmp_path / "a.ipynb", 101, "1 != 2"))
     assert one == nbgrader_feedback(grades, _autograded(tmp_path / "b.ipynb", 202, "1 != 2"))
