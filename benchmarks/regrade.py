@@ -293,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    started = time.perf_counter()
+    started, commit = time.perf_counter(), _commit()  # the code that grades: HEAD may move during a long run
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="tito-regrade-"))
     try:
         submission = work / "submission" / SOURCE.name
@@ -309,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
-    print(f"`python -m benchmarks.regrade {' '.join(argv if argv is not None else sys.argv[1:])}` at {_commit()}: "
+    print(f"`python -m benchmarks.regrade {' '.join(argv if argv is not None else sys.argv[1:])}` at {commit}: "
           f"module {MODULE} with {len(BUGS)} bugs ({'; '.join(f'{t}: {why}' for t, _, _, why in BUGS)})\n")
     print("| channel | runs | distinct scores | distinct feedback (sha256[:12]) | s/run, median (min-max) | setup s |")
     print("|---|---|---|---|---|---|")
