@@ -162,6 +162,12 @@ def tito_runs(submission: Path, times: int, work: Path, log) -> tuple[float, lis
     return setup, runs
 
 
+def _tail(text: str) -> str:
+    "The last line of a tool's output: an error stays one readable line (--work keeps the rest)."
+    lines = text.strip().splitlines()
+    return lines[-1][:300] if lines else "no output"
+
+
 def _nbgrader(course: Path, *args: str) -> None:
     # As an instructor's shell runs it (tests/tito/test_nbgrader.py): no Jupyter configuration of
     # this machine's user, the kernel's own plot backend, this checkout's tinytorch importable.
@@ -170,8 +176,7 @@ def _nbgrader(course: Path, *args: str) -> None:
     proc = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=course, env=env,
                           capture_output=True, text=True, timeout=1800)
     if proc.returncode != 0:
-        tail = (proc.stdout + proc.stderr).strip().splitlines()[-1:] or ["no output"]
-        raise SystemExit(f"nbgrader {' '.join(args)} failed (exit {proc.returncode}): {tail[0]}")
+        raise SystemExit(f"nbgrader {' '.join(args)} failed (exit {proc.returncode}): {_tail(proc.stdout + proc.stderr)}")
 
 
 def nbgrader_runs(submission: Path, times: int, work: Path, log) -> tuple[float, list[Run]]:
@@ -226,13 +231,13 @@ def gradescope_runs(submission: Path, times: int, work: Path, log) -> tuple[floa
     bundle = work / "autograder.zip"
     proc = sim.run_tito(ROOT, "autograder", MODULE, "--out", str(bundle), tmpdir=work / "tmp")
     if proc.returncode != 0:
-        raise SystemExit(f"gradescope: tito autograder failed: {(proc.stdout + proc.stderr).strip()[-300:]}")
+        raise SystemExit(f"gradescope: tito autograder failed: {_tail(proc.stdout + proc.stderr)}")
     names = [f"run-{i + 1:02d}" for i in range(times)]
     log(f"gradescope: setup.sh once, then {times} runs, each in a fresh container")
     run = sim.simulate(bundle, {name: [submission] for name in names}, work / "sim", timeout=600 + 120 * times)
     if run["driver"].returncode != 0:
         raise SystemExit(f"gradescope: the simulation failed (exit {run['driver'].returncode}): "
-                         f"{(run['driver'].stderr + run['setup_log']).strip()[-300:]}")
+                         f"{_tail(run['driver'].stderr + run['setup_log'])}")
     if run["host_changed"]:
         raise SystemExit(f"gradescope: the simulation changed the host: {sorted(run['host_changed'])}")
     runs = []
@@ -241,7 +246,7 @@ def gradescope_runs(submission: Path, times: int, work: Path, log) -> tuple[floa
         results = run["submissions"][name]["results"]
         if status != 0 or results is None:
             raise SystemExit(f"gradescope: {name} exited {status} without results.json: "
-                             f"{run['submissions'][name]['stdout'].strip()[-300:]}")
+                             f"{_tail(run['submissions'][name]['stdout'])}")
         runs.append(Run(results["score"], normalized_results(results), seconds))
     return run["timings"]["setup"][1], runs
 
@@ -284,11 +289,11 @@ def main(argv: list[str] | None = None) -> int:
     channels = [c.strip() for c in args.channels.split(",") if c.strip()]
     unknown = [c for c in channels if c not in CHANNELS]
     if unknown or not channels:
-        parser.error(f"unknown channel(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(CHANNELS)}")
+        raise SystemExit(f"unknown channel(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(CHANNELS)}")
     if args.times < 2:
-        parser.error(f"--times must be at least 2 to compare gradings, got {args.times}")
+        raise SystemExit(f"--times must be at least 2 to compare gradings, got {args.times}")
     if args.work and Path(args.work).exists() and any(Path(args.work).iterdir()):
-        parser.error(f"--work {args.work} is not empty")
+        raise SystemExit(f"--work {args.work} is not empty: give a new or empty folder")
 
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
